@@ -1,0 +1,99 @@
+import pytest
+import torch
+from PIL import Image
+
+from zsiqa.distances import get_distance
+from zsiqa.metric import FRMetric
+
+
+def make(backbone, distance="l2", **kw):
+    return FRMetric(backbone, get_distance(distance), **kw)
+
+
+def test_l2_score_is_mean_over_windows_of_summed_layer_mse(tiny_backbone):
+    torch.manual_seed(0)
+    ref, dis = torch.rand(1, 3, 40, 48), torch.rand(1, 3, 40, 48)
+    # window 32, stride 200: rows [0, 8], cols [0, 16] -> 4 windows
+    expected = []
+    for x in (0, 8):
+        for y in (0, 16):
+            fr = tiny_backbone.taps(ref[..., x : x + 32, y : y + 32])
+            fd = tiny_backbone.taps(dis[..., x : x + 32, y : y + 32])
+            expected.append(sum(((a - b) ** 2).mean() for a, b in zip(fr, fd)))
+    got = make(tiny_backbone)(ref, dis)
+    assert got.shape == (1,)
+    assert torch.allclose(got, torch.stack(expected).mean().view(1), rtol=1e-5)
+
+
+def test_identical_images_score_zero(tiny_backbone):
+    img = torch.rand(2, 3, 40, 40)
+    assert torch.allclose(make(tiny_backbone)(img, img), torch.zeros(2))
+
+
+def test_batch_invariance_and_window_chunking(tiny_backbone):
+    torch.manual_seed(1)
+    ref, dis = torch.rand(8, 3, 50, 70), torch.rand(8, 3, 50, 70)
+    metric = make(tiny_backbone, "skld")
+    batched = metric(ref, dis)
+    alone = torch.cat([metric(ref[i : i + 1], dis[i : i + 1]) for i in range(8)])
+    assert torch.allclose(batched, alone, atol=1e-5, rtol=1e-5)
+    one_window_at_a_time = make(tiny_backbone, "skld", max_windows_per_batch=1)(ref, dis)
+    assert torch.allclose(batched, one_window_at_a_time, atol=1e-5, rtol=1e-5)
+
+
+def test_reference_features_reused_for_many_distorted(tiny_backbone):
+    torch.manual_seed(2)
+    metric = make(tiny_backbone, "cos")
+    ref, dis = torch.rand(1, 3, 40, 40), torch.rand(5, 3, 40, 40)
+    cached = metric.score_features(metric.features(ref), metric.features(dis))
+    assert torch.allclose(cached, metric(ref.expand(5, -1, -1, -1), dis), atol=1e-6)
+
+
+def test_layer_terms_sum_to_score(tiny_backbone):
+    torch.manual_seed(3)
+    metric = make(tiny_backbone, "l2")
+    ref, dis = torch.rand(3, 3, 40, 40), torch.rand(3, 3, 40, 40)
+    fr, fd = metric.features(ref), metric.features(dis)
+    terms = metric.layer_terms(fr, fd)
+    assert terms.shape == (3, 3)
+    assert torch.allclose(terms.sum(1), metric.score_features(fr, fd), rtol=1e-5)
+    channels = metric.channel_terms(fr, fd)
+    assert [c.shape for c in channels] == [(3, 16)] * 3
+    assert torch.allclose(torch.stack([c.sum(1) for c in channels], 1), terms, rtol=1e-5)
+    with pytest.raises(ValueError, match="no per-layer terms"):
+        make(tiny_backbone, "skld").layer_terms(fr, fd)
+
+
+def test_paper_preset_feeds_raw_pixels_and_fixed_preset_normalises(tiny_backbone):
+    img = torch.rand(1, 3, 32, 32)
+    raw = make(tiny_backbone).features(img).taps
+    assert all(torch.equal(a, b) for a, b in zip(raw, tiny_backbone.taps(img)))
+    norm = make(tiny_backbone, preset="fixed").features(img).taps
+    mean, std = torch.tensor(tiny_backbone.mean).view(1, 3, 1, 1), torch.tensor(tiny_backbone.std).view(1, 3, 1, 1)
+    assert torch.allclose(norm[0], tiny_backbone.taps((img - mean) / std)[0], atol=1e-6)
+
+
+def test_inputs_as_files_and_pil(tiny_backbone, tmp_path):
+    torch.manual_seed(4)
+    arr = (torch.rand(40, 40, 3) * 255).to(torch.uint8).numpy()
+    Image.fromarray(arr).save(tmp_path / "r.png")
+    Image.fromarray(255 - arr).save(tmp_path / "d.png")
+    metric = make(tiny_backbone)
+    from_files = metric(tmp_path / "r.png", str(tmp_path / "d.png"))
+    from_pil = metric(Image.open(tmp_path / "r.png"), Image.open(tmp_path / "d.png"))
+    as_tensor = torch.from_numpy(arr).permute(2, 0, 1).float()[None] / 255
+    assert torch.allclose(from_files, from_pil) and torch.allclose(from_files, metric(as_tensor, 1 - as_tensor), atol=1e-5)
+
+
+def test_clear_errors(tiny_backbone):
+    metric = make(tiny_backbone)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        metric(torch.rand(1, 3, 32, 32) * 255, torch.rand(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="different windows"):
+        metric(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 32, 64))
+    with pytest.raises(ValueError, match="2 references for 3"):
+        metric(torch.rand(2, 3, 32, 32), torch.rand(3, 3, 32, 32))
+    with pytest.raises(ValueError, match="preset"):
+        make(tiny_backbone, preset="paperr")
+    resized = make(tiny_backbone, align="resize")(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 32, 64))
+    assert resized.shape == (1,)

@@ -1,0 +1,218 @@
+"""FRMetric: backbone taps over sliding windows + a distance head -> one score per image pair."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import Backbone, create_backbone
+from .distances import DistanceHead, get_distance
+from .io import ImageLike, to_batch
+from .windows import crop_windows
+
+PRESETS: dict[str, dict] = {
+    # Exactly the official code: raw [0, 1] input (no mean/std), the model in the dtype the authors ran it in on CUDA
+    # (fp16 for OpenAI CLIP), distances computed in the feature dtype, distance names taken as given.
+    "paper": {"normalize": False, "paper_dtype": True, "fp32_distances": False, "fixed_variants": False},
+    # The same method with its bugs fixed: backbone mean/std normalisation, fp32 throughout, and distances swapped
+    # for their fixed variants where one exists (see FIXED_VARIANTS and the README's table).
+    "fixed": {"normalize": True, "paper_dtype": False, "fp32_distances": True, "fixed_variants": True},
+}
+FIXED_VARIANTS = {"cos": "cos_channel", "swd": "swd_fixed"}
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Features:
+    """Taps of all windows of ``num_images`` images: each tensor has leading axis ``num_images * num_windows``."""
+
+    taps: list[torch.Tensor]
+    num_images: int
+    num_windows: int
+    size: tuple[int, int]
+
+    def repeat_to(self, n: int) -> "Features":
+        """Broadcast a single image's features to ``n`` images (one reference against many distorted images)."""
+        if self.num_images == n:
+            return self
+        if self.num_images != 1:
+            raise ValueError(f"cannot broadcast features of {self.num_images} images to {n}")
+        taps = [t.unsqueeze(0).expand(n, *t.shape).reshape(n * t.shape[0], *t.shape[1:]) for t in self.taps]
+        return Features(taps, n, self.num_windows, self.size)
+
+    def to(self, device: torch.device | str) -> "Features":
+        return Features([t.to(device) for t in self.taps], self.num_images, self.num_windows, self.size)
+
+
+class FRMetric(nn.Module):
+    """A zero-shot full-reference metric: ``metric(ref, dis) -> [N]`` scores.
+
+    ``lower_better`` says the direction (True for distances, False for similarities such as DeepSSIM).
+    Windows: the backbone's own window (224 for the paper's models) with ``stride``; images smaller than the
+    window are zero-padded (``zsiqa.windows.pad_to_window``). ``max_windows_per_batch`` bounds memory on huge images.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        distance: DistanceHead,
+        preset: str = "paper",
+        normalize: bool | None = None,
+        precision: str | None = None,
+        stride: int = 200,
+        max_windows_per_batch: int = 64,
+        align: str = "error",
+    ) -> None:
+        super().__init__()
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        if align not in ("error", "resize"):
+            raise ValueError(f"align must be 'error' or 'resize', got {align!r}")
+        if precision is not None and precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)} or None, got {precision!r}")
+        if max_windows_per_batch < 1:
+            raise ValueError(f"max_windows_per_batch must be >= 1, got {max_windows_per_batch}")
+        cfg = PRESETS[preset]
+        self.backbone = backbone
+        self.distance = distance
+        self.preset = preset
+        self.normalize = cfg["normalize"] if normalize is None else normalize
+        self.precision = precision
+        self.stride = stride
+        self.max_windows_per_batch = max_windows_per_batch
+        self.align = align
+        self.fp32_distances = cfg["fp32_distances"]
+        self.use_paper_dtype = cfg["paper_dtype"]
+        self.register_buffer("mean", torch.tensor(backbone.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(backbone.std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def lower_better(self) -> bool:
+        return self.distance.lower_better
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    def model_dtype(self) -> torch.dtype:
+        """fp32 unless asked otherwise; the paper preset runs OpenAI CLIP in fp16 on CUDA, as clip.load did."""
+        if self.precision is not None:
+            return PRECISIONS[self.precision]
+        if self.use_paper_dtype and self.device.type == "cuda":
+            return self.backbone.paper_dtype
+        return torch.float32
+
+    def config(self) -> dict:
+        """Everything that determines the scores, for run configs and caches."""
+        return {
+            "backbone": self.backbone.name,
+            "distance": self.distance.name,
+            "preset": self.preset,
+            "normalize": self.normalize,
+            "precision": str(self.model_dtype()).replace("torch.", ""),
+            "window": self.backbone.window,
+            "stride": self.stride if self.backbone.window else None,
+            "align": self.align,
+        }
+
+    @torch.no_grad()
+    def features(self, img: ImageLike | list[ImageLike]) -> Features:
+        """Backbone taps (or the embedding, for embedding heads) of every window of every image."""
+        x = to_batch(img).to(self.device)
+        n, size = x.shape[0], tuple(x.shape[-2:])
+        if self.normalize:
+            x = (x - self.mean) / self.std
+        window = self.backbone.window
+        if window is None:
+            crops, k = x, 1
+        else:
+            crops, k = crop_windows(x, window, self.stride)
+        dtype = self.model_dtype()
+        if next(self.backbone.parameters()).dtype != dtype:
+            self.backbone.to(dtype)
+        run = self.backbone.embed if self.distance.kind == "embed" else self.backbone.taps
+        chunks = [run(c.to(dtype)) for c in crops.split(self.max_windows_per_batch)]
+        if self.distance.kind == "embed":
+            chunks = [[c] for c in chunks]
+        taps = [torch.cat([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+        if self.fp32_distances or dtype == torch.bfloat16:
+            taps = [t.float() for t in taps]
+        return Features(taps, n, k, size)
+
+    def _pair(self, ref: Features, dis: Features) -> tuple[Features, Features]:
+        n = max(ref.num_images, dis.num_images)
+        ref, dis = ref.repeat_to(n), dis.repeat_to(n)
+        if self.distance.kind != "image" and ref.num_windows != dis.num_windows:
+            raise ValueError(
+                f"reference ({ref.size[0]}x{ref.size[1]}) and distorted ({dis.size[0]}x{dis.size[1]}) images give "
+                f"different windows; distance {self.distance.name!r} compares the same windows of both. "
+                "Use align='resize', or a size-free head such as 'deepssim'."
+            )
+        return ref, dis
+
+    @torch.no_grad()
+    def score_features(self, ref: Features, dis: Features) -> torch.Tensor:
+        """Scores ``[N]`` from precomputed features (reuse one reference's features for many distorted images)."""
+        ref, dis = self._pair(ref, dis)
+        if self.distance.kind == "image":
+            return self.distance.fn(ref.taps, dis.taps, ref.num_windows, dis.num_windows).float()
+        per_window = self.distance.fn(ref.taps, dis.taps)
+        return per_window.float().view(ref.num_images, ref.num_windows).mean(1)
+
+    @torch.no_grad()
+    def layer_terms(self, ref: Features, dis: Features) -> torch.Tensor:
+        """Window-averaged per-layer terms ``[N, L]``; their sum over L is the score (l2, cos, cos_channel)."""
+        if self.distance.layer_terms is None:
+            raise ValueError(f"distance {self.distance.name!r} has no per-layer terms; use l2, cos or cos_channel")
+        ref, dis = self._pair(ref, dis)
+        terms = self.distance.layer_terms(ref.taps, dis.taps).float()
+        return terms.view(ref.num_images, ref.num_windows, -1).mean(1)
+
+    @torch.no_grad()
+    def channel_terms(self, ref: Features, dis: Features) -> list[torch.Tensor]:
+        """Window-averaged per-channel terms, one ``[N, C_l]`` per layer; summing channels gives ``layer_terms``."""
+        if self.distance.channel_terms is None:
+            raise ValueError(f"distance {self.distance.name!r} has no per-channel terms")
+        ref, dis = self._pair(ref, dis)
+        terms = self.distance.channel_terms(ref.taps, dis.taps)
+        return [t.float().view(ref.num_images, ref.num_windows, -1).mean(1) for t in terms]
+
+    def _aligned(self, ref: ImageLike, dis: ImageLike) -> tuple[torch.Tensor, torch.Tensor]:
+        r, d = to_batch(ref, "ref"), to_batch(dis, "dis")
+        if r.shape[-2:] != d.shape[-2:] and self.align == "resize" and self.distance.kind != "image":
+            d = F.interpolate(d, size=r.shape[-2:], mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+        return r, d
+
+    def forward(self, ref: ImageLike | list[ImageLike], dis: ImageLike | list[ImageLike]) -> torch.Tensor:
+        """Score pairs: ``ref`` and ``dis`` are ``[N,3,H,W]`` tensors in [0,1], paths or PIL images (``ref`` may be one image)."""
+        r, d = self._aligned(ref, dis)
+        if r.shape[0] not in (1, d.shape[0]):
+            raise ValueError(f"got {r.shape[0]} references for {d.shape[0]} distorted images; give 1 or the same number")
+        return self.score_features(self.features(r), self.features(d))
+
+
+def create_metric(
+    backbone: str,
+    distance: str = "l2",
+    pretrained: bool = True,
+    weights: str | None = None,
+    device: str | torch.device | None = None,
+    preset: str = "paper",
+    **options,
+) -> FRMetric:
+    """Build a metric: ``create_metric("dino_vitb16", "wsd")(ref, dis)``.
+
+    pretrained / weights: see ``zsiqa.backbones.create_backbone``. preset: "paper" (bit-faithful to the official
+    code) or "fixed" (its bugs fixed). options: normalize, precision, stride, max_windows_per_batch, align.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    if PRESETS[preset]["fixed_variants"] and distance in FIXED_VARIANTS:
+        distance = FIXED_VARIANTS[distance]
+    head = get_distance(distance)
+    metric = FRMetric(create_backbone(backbone, pretrained=pretrained, weights=weights), head, preset=preset, **options)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return metric.to(device).eval()
