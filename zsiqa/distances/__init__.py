@@ -59,7 +59,7 @@ def list_distances() -> list[str]:
 
 def _load() -> None:
     """Import the modules that register heads."""
-    from . import heads  # noqa: F401
+    from . import deepssim, heads  # noqa: F401
 
 
 __all__ = ["DistanceHead", "Feats", "get_distance", "list_distances", "register_distance"]
