@@ -1,0 +1,39 @@
+"""Datasets: readers for the official layouts of LIVE, TID2013, PIPAL, KADID-10k, CSIQ and a bundled demo set.
+
+``read_dataset(name, root, **opts) -> list[PairItem]`` is the one entry point; ``DATASETS`` describes each dataset
+(label, direction, size of the full official set). ``PairDataset`` / ``ReferenceDataset`` load the images.
+"""
+from __future__ import annotations
+
+import os
+
+from . import csiq, demo, kadid, live, pipal, tid2013
+from .csiq import read_csiq
+from .dataset import PairDataset, ReferenceDataset
+from .demo import build_demo, read_demo
+from .items import DatasetSpec, PairItem, reference_paths
+from .kadid import read_kadid
+from .live import read_live
+from .pipal import read_pipal
+from .tid2013 import read_tid2013
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec for spec in (live.SPEC, tid2013.SPEC, pipal.SPEC, kadid.SPEC, csiq.SPEC, demo.SPEC)
+}
+
+
+def read_dataset(name: str, root: str | os.PathLike | None = None, **opts) -> list[PairItem]:
+    """Read dataset ``name`` (a key of ``DATASETS``) from ``root``; ``opts`` go to its reader (e.g. ``strict``).
+
+    ``root`` may be None only for "demo", which is then built in its default cache folder.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    return DATASETS[name].read(root, **opts)
+
+
+__all__ = [
+    "DATASETS", "DatasetSpec", "PairDataset", "PairItem", "ReferenceDataset", "build_demo",
+    "read_csiq", "read_dataset", "read_demo", "read_kadid", "read_live", "read_pipal", "read_tid2013",
+    "reference_paths",
+]
