@@ -1,0 +1,206 @@
+"""One evaluation run per config cell (backbone x dataset x transform), and grids of them."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+
+from ..backbones import create_backbone
+from ..baselines import get_baseline
+from ..data import DATASETS, PairDataset, read_dataset
+from ..distances import get_distance
+from ..metric import FIXED_VARIANTS, PRESETS, FRMetric
+from ..reporting.results import ITEM_COLUMNS, merge_parts, read_rows
+from ..reporting.summary import markdown_table, scatter_plot, summarize, write_summary
+from ..transforms import TRANSFORMS, make_transform
+from .evaluation import EvaluationModule, PairProgress, plan_batches
+
+# Config keys that determine the scores: a run folder holding results of other values cannot be resumed.
+SCORE_KEYS = ("backbone", "distance", "baselines", "preset", "head", "data", "transform", "align")
+
+
+def transform_label(t: dict) -> str:
+    return "none" if t["name"] == "none" else f"{t['name']}@{t['amount']:g}"
+
+
+def run_dir_for(cfg: dict) -> Path:
+    run = cfg["run"]
+    if run.get("name"):
+        return Path(run["out"]) / run["name"]
+    backbone = re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg["backbone"]["name"])
+    head = f"_head-{Path(cfg['head']).stem}" if cfg.get("head") else ""
+    return Path(run["out"]) / cfg["data"]["name"] / transform_label(cfg["transform"]) / f"{backbone}_{cfg['preset']}{head}"
+
+
+def data_root(data: dict) -> Path | None:
+    """``data.root``, else ``$ZSIQA_DATA/<default folder>`` (the demo set builds itself when root is null)."""
+    if data.get("root"):
+        return Path(data["root"]).expanduser()
+    if data["name"] == "demo":
+        return None
+    default = {"live": "databaserelease2", "tid2013": "tid2013", "pipal": "PIPAL", "kadid10k": "kadid10k", "csiq": "CSIQ"}
+    base = os.environ.get("ZSIQA_DATA")
+    if not base:
+        raise ValueError(
+            f"data={data['name']}: no root; pass data.root=/path/to/{default[data['name']]} or set ZSIQA_DATA to the "
+            "folder that holds your datasets"
+        )
+    return Path(base) / default[data["name"]]
+
+
+def build_metrics(cfg: dict, device: str | torch.device) -> dict[str, FRMetric]:
+    """One FRMetric per distance, all sharing one backbone instance (features are computed once)."""
+    if not cfg["distance"]:
+        return {}
+    bcfg = cfg["backbone"]
+    backbone = create_backbone(bcfg["name"], pretrained=bcfg.get("pretrained", True), weights=bcfg.get("weights"))
+    metrics = {}
+    for name in cfg["distance"]:
+        if PRESETS[cfg["preset"]]["fixed_variants"] and name in FIXED_VARIANTS:
+            name = FIXED_VARIANTS[name]
+        metrics[name] = FRMetric(
+            backbone, get_distance(name), preset=cfg["preset"], precision=cfg["run"].get("precision"),
+            max_windows_per_batch=cfg["run"]["max_windows_per_batch"],
+        )
+    if cfg.get("head"):
+        from ..heads import load_head_metric
+
+        metrics = {**metrics, **load_head_metric(cfg["head"], backbone, device)}
+    return {k: m.to(device) for k, m in metrics.items()}
+
+
+def _check_resumable(run_dir: Path, cfg: dict) -> None:
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.exists():
+        return
+    saved = yaml.safe_load(saved_path.read_text())
+    diff = [k for k in SCORE_KEYS if saved.get(k) != cfg.get(k)]
+    if diff:
+        raise ValueError(
+            f"{run_dir} holds results of a different configuration ({', '.join(diff)} differ); "
+            "set run.name=<new folder> or run.resume=false, or delete the folder"
+        )
+
+
+def _align(cfg: dict) -> str:
+    align = cfg.get("align", "auto")
+    if align == "auto":
+        name = cfg["transform"]["name"]
+        return "resize" if name != "none" and TRANSFORMS[name].changes_size else "error"
+    return align
+
+
+def run_cell(cfg: dict) -> dict | None:
+    """Evaluate one cell; returns the summary on process 0 (None on other processes)."""
+    run = cfg["run"]
+    L.seed_everything(run.get("seed", 0), verbose=False)
+    data = cfg["data"]
+    items = read_dataset(data["name"], data_root(data), **{k: v for k, v in data.items() if k not in ("name", "root", "limit")})
+    if data.get("limit"):
+        items = items[: int(data["limit"])]
+    spec = DATASETS[data["name"]]
+    tcfg = cfg["transform"]
+    transform = None if tcfg["name"] == "none" else make_transform(tcfg["name"], tcfg["amount"], cfg["preset"])
+    run_dir = run_dir_for(cfg)
+    if not run.get("resume", True) and run_dir.exists():
+        for p in [run_dir / "scores.csv", *run_dir.glob("parts/rank*.csv")]:
+            p.unlink(missing_ok=True)
+    _check_resumable(run_dir, cfg)
+
+    trainer = L.Trainer(
+        accelerator=run["accelerator"], devices=run["devices"], strategy="ddp" if run["devices"] > 1 else "auto",
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        use_distributed_sampler=False, inference_mode=True, callbacks=[PairProgress()],
+    )
+    rank0 = trainer.global_rank == 0
+    if rank0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    done = set(read_rows(run_dir)) if run_dir.exists() else set()
+    batches = plan_batches(items, done, run["batch_size"])
+    device = trainer.strategy.root_device
+    metrics = build_metrics(cfg, device)
+    baselines = [get_baseline(b) for b in cfg["baselines"]]
+    module = EvaluationModule(
+        metrics, baselines, PairDataset(items, pair_transform=transform), batches, run_dir,
+        transform_label=transform_label(tcfg), num_workers=run["num_workers"], ref_cache=run["ref_cache"], align=_align(cfg),
+    )
+    todo = sum(len(b) for b in batches)
+    if rank0:
+        print(f"{cfg['backbone']['name']} | {data['name']} ({len(items)} pairs, {len(done)} already scored) | "
+              f"transform {transform_label(tcfg)} | -> {run_dir}")
+    start = time.perf_counter()
+    if batches:
+        trainer.test(module, verbose=False)
+    elapsed = time.perf_counter() - start
+    trainer.strategy.barrier()
+    if not rank0:
+        return None
+    return finalize(run_dir, cfg, module, spec, extra={
+        "pairs_scored_now": todo, "seconds": round(elapsed, 3),
+        "pairs_per_second": round(todo / elapsed, 3) if todo and elapsed > 0 else None,
+        "reference_feature_computations_rank0": module.ref_feature_computations,
+        "world_size": trainer.world_size,
+    })
+
+
+def finalize(run_dir: Path, cfg: dict, module: EvaluationModule, spec, extra: dict) -> dict:
+    """Merge the parts, compute correlations, write summary.json, table.md, scatter.png (and log to W&B)."""
+    columns = ITEM_COLUMNS + module.score_columns
+    merge_parts(run_dir, columns)
+    rows = list(read_rows(run_dir).values())
+    rows.sort(key=lambda r: int(r["index"]))
+    directions = {name: m.lower_better for name, m in module.metrics.items()}
+    directions.update({b.name: b.lower_better for b in module.baselines})
+    summary = summarize(rows, directions, spec.lower_better)
+    title = f"{cfg['backbone']['name']} on {cfg['data']['name']} ({transform_label(cfg['transform'])}, preset {cfg['preset']})"
+    extra = {**extra, "n_items": len(rows), "label": spec.label_name, "label_lower_better": spec.lower_better}
+    write_summary(run_dir, summary, cfg, extra)
+    (run_dir / "table.md").write_text(markdown_table(summary, title))
+    plot = scatter_plot(rows, summary, spec.label_name, run_dir / "scatter.png")
+    if cfg["logger"]["name"] == "wandb":
+        from ..reporting.wandb_log import log_evaluation
+
+        log_evaluation(cfg, run_dir, rows, summary, plot, extra)
+    print(markdown_table(summary, title))
+    return {"config": cfg, "metrics": summary, **extra}
+
+
+def grid_table(results: list[dict]) -> str:
+    """Paper-style table: one row per (backbone, metric), one column pair (PLCC, SRCC) per dataset x transform."""
+    cols: list[str] = []
+    table: dict[str, dict[str, tuple[float, float]]] = {}
+    for r in results:
+        cfg = r["config"]
+        col = cfg["data"]["name"] + ("" if cfg["transform"]["name"] == "none" else f" {transform_label(cfg['transform'])}")
+        if col not in cols:
+            cols.append(col)
+        for metric, s in r["metrics"].items():
+            is_baseline = metric in cfg["baselines"]
+            row = metric if is_baseline else f"{cfg['backbone']['name']} {metric}"
+            table.setdefault(row, {})[col] = (s["plcc"], s["srcc"])
+    head = "| metric | " + " | ".join(f"{c} PLCC | {c} SRCC" for c in cols) + " |"
+    lines = [head, "|---|" + "---|---|" * len(cols)]
+    for row, vals in table.items():
+        cells = [f"{vals[c][0]:.3f} | {vals[c][1]:.3f}" if c in vals else "– | –" for c in cols]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_grid(cells: list[dict]) -> list[dict]:
+    results = [r for r in (run_cell(cfg) for cfg in cells) if r is not None]
+    if len(cells) > 1 and results:
+        text = grid_table(results)
+        out = Path(cells[0]["run"]["out"]) / "grid.md"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"\nGrid ({len(results)} runs) -> {out}\n{text}")
+        (out.with_suffix(".json")).write_text(json.dumps([{"config": r["config"], "metrics": r["metrics"]} for r in results],
+                                                         indent=1, default=str))
+    return results

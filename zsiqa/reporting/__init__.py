@@ -1,0 +1,1 @@
+"""Run outputs: per-image CSV (incremental, resumable), summary, tables, plots, W&B."""

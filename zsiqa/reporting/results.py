@@ -1,0 +1,91 @@
+"""Per-image results: every rank appends rows to its own part file as it goes; the parts are merged at the end.
+
+Nothing computed is lost: an interrupted run leaves complete rows in ``parts/``, and a rerun skips their indices.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Iterable
+
+ITEM_COLUMNS = ["index", "ref", "dis", "label", "dist_type", "level", "ref_id", "transform"]
+
+
+class ScoreWriter:
+    """Appends rows to ``<run>/parts/rank<r>.csv``, flushed after every batch."""
+
+    def __init__(self, run_dir: Path, rank: int, score_columns: list[str]) -> None:
+        self.path = Path(run_dir) / "parts" / f"rank{rank}.csv"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.columns = ITEM_COLUMNS + score_columns
+        _drop_partial_line(self.path)
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        self._file = open(self.path, "a", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=self.columns)
+        if new:
+            self._writer.writeheader()
+        else:
+            _check_header(self.path, self.columns)
+
+    def write(self, rows: Iterable[dict]) -> None:
+        self._writer.writerows(rows)
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _drop_partial_line(path: Path) -> None:
+    """An interruption can leave half a row at the end of a part file: cut it (its pair is computed again)."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def _check_header(path: Path, columns: list[str]) -> None:
+    with open(path, newline="") as f:
+        header = next(csv.reader(f), [])
+    if header != columns:
+        raise ValueError(f"{path}: columns {header} differ from this run's {columns}; use a new run folder (run.name=...)")
+
+
+def read_rows(run_dir: Path) -> dict[int, dict]:
+    """All complete rows of a run (merged ``scores.csv`` and unmerged parts), keyed by item index."""
+    run_dir = Path(run_dir)
+    paths = [run_dir / "scores.csv", *sorted((run_dir / "parts").glob("rank*.csv"))]
+    rows: dict[int, dict] = {}
+    for path in paths:
+        if not path.exists():
+            continue
+        text = path.read_text()
+        if not text.endswith("\n"):
+            text = text[: text.rfind("\n") + 1]  # half a row from an interruption: computed again
+        for line_no, row in enumerate(csv.DictReader(text.splitlines()), start=2):
+            if None in row or any(v is None for v in row.values()):
+                raise ValueError(f"{path}:{line_no}: row has the wrong number of fields; delete the line or the run folder")
+            try:
+                rows.setdefault(int(row["index"]), row)
+            except (KeyError, ValueError) as e:
+                raise ValueError(f"{path}:{line_no}: malformed row ({e}); delete the line or the run folder") from e
+    return rows
+
+
+def merge_parts(run_dir: Path, columns: list[str]) -> Path:
+    """Write all rows, sorted by index and de-duplicated, to ``scores.csv``; remove the part files."""
+    run_dir = Path(run_dir)
+    rows = read_rows(run_dir)
+    out = run_dir / "scores.csv"
+    tmp = out.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows[i] for i in sorted(rows))
+    tmp.replace(out)
+    parts = run_dir / "parts"
+    if parts.is_dir():
+        for part in parts.glob("rank*.csv"):
+            part.unlink()
+        parts.rmdir()
+    return out
