@@ -1,7 +1,6 @@
 """torchvision VGG16 up to relu5_1: the DeepSSIM backbone, with its saliency-mask hook on conv1_1."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -9,12 +8,13 @@ from torch import nn
 
 from . import register_backbone
 from .base import Backbone
-from .weights import WeightsUnavailableError
+from .weights import UrlWeights, download, register_weights
 
 RELU5_1 = 26
 """``features[:26]`` ends with conv5_1 + ReLU: the one layer DeepSSIM compares."""
 
 WEIGHTS_FILE = "vgg16-397923af.pth"
+register_weights("vgg16", UrlWeights(f"https://download.pytorch.org/models/{WEIGHTS_FILE}"))  # torchvision IMAGENET1K_V1
 
 
 class VGG16(Backbone):
@@ -57,25 +57,15 @@ def _check_mask(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def _weights_state(pretrained: bool, weights: str | None) -> tuple[dict[str, torch.Tensor] | None, str]:
     """The requested state dict (``None``: random init) and its source, resolved before building to fail fast."""
-    from torchvision.models import VGG16_Weights
-
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(f"vgg16 weights file {path} not found (expected torchvision's {WEIGHTS_FILE})")
-        return torch.load(path, map_location="cpu", weights_only=True), str(path)
-    if not pretrained:
+    elif pretrained:
+        path = Path(download("vgg16"))  # torch hub cache, or the one clear WeightsUnavailableError
+    else:
         return None, "random init"
-    try:
-        return VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True), WEIGHTS_FILE
-    except OSError as err:  # URLError (no network) is an OSError
-        cache = os.path.join(torch.hub.get_dir(), "checkpoints")
-        raise WeightsUnavailableError(
-            f"VGG16 ImageNet weights {WEIGHTS_FILE} are not in the torch hub cache ({cache}) and could not be "
-            f"downloaded ({err}). Fix: run once with network access "
-            f"(python -c \"import torchvision; torchvision.models.vgg16(weights='IMAGENET1K_V1')\"), "
-            f"or pass weights=PATH to a local copy of {WEIGHTS_FILE}."
-        ) from err
+    return torch.load(path, map_location="cpu", weights_only=True), str(path)
 
 
 def _load_features(features: nn.Sequential, state: dict[str, torch.Tensor], source: str) -> None:
