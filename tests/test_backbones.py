@@ -291,3 +291,18 @@ def test_generic_open_clip():
 def test_bad_names_fail_clearly(name, match):
     with pytest.raises(ValueError, match=match):
         create_backbone(name, pretrained=False)
+
+
+def test_random_init_is_reproducible_and_leaves_the_global_rng_alone():
+    import torch
+
+    from zsiqa.backbones import create_backbone
+
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = create_backbone("timm:vit_tiny_patch16_224", pretrained=False)
+    after = torch.rand(1)
+    b = create_backbone("timm:vit_tiny_patch16_224", pretrained=False)
+    assert torch.equal(before, after)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

@@ -5,7 +5,11 @@ Registered names are exact (``dino_vitb16``); two generic prefixes reach any oth
 """
 from __future__ import annotations
 
+import torch
+
 from .base import Backbone, BackboneBuilder
+
+RANDOM_INIT_SEED = 0
 
 _REGISTRY: dict[str, tuple[BackboneBuilder, str]] = {}
 _PREFIXES: dict[str, BackboneBuilder] = {}
@@ -49,6 +53,8 @@ def create_backbone(name: str, pretrained: bool = True, weights: str | None = No
 
     pretrained: load the published weights through timm / open_clip's own hub mechanisms (cached once).
     weights: a local checkpoint file instead (implies pretrained weights, no network).
+    Random-init models (``pretrained=False``) are seeded with ``RANDOM_INIT_SEED`` without touching the global RNG, so the
+    same name gives the same weights in every call and every process.
     """
     _load_families()
     if name in _REGISTRY:
@@ -60,8 +66,11 @@ def create_backbone(name: str, pretrained: bool = True, weights: str | None = No
             f"unknown backbone {name!r}; registered: {', '.join(sorted(_REGISTRY))}; "
             f"or use a generic form: {', '.join(p + ':...' for p in sorted(_PREFIXES))}"
         )
-    model = builder(name, pretrained=pretrained, weights=weights)
-    return model.freeze()
+    if pretrained or weights is not None:
+        return builder(name, pretrained=pretrained, weights=weights).freeze()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        return builder(name, pretrained=False, weights=None).freeze()
 
 
 def _load_families() -> None:
