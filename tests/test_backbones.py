@@ -13,6 +13,8 @@ from torch import nn
 
 from zsiqa.backbones import backbone_doc, create_backbone, list_backbones
 from zsiqa.backbones.timm_models import TimmViT
+from zsiqa.distances import get_distance
+from zsiqa.metric import FRMetric
 
 # name -> (layout, window, tap shapes for a [2, 3, 224, 224] input, embed shape)
 VIT_B16 = [(2, 197, 768)] * 12
@@ -94,6 +96,10 @@ def test_backbone_contract(name):
         assert tuple(bb.embed(x).shape) == embed_shape
         if name in AT_288:
             assert [tuple(t.shape) for t in bb.taps(_images(1, 288))] == AT_288[name]
+        else:  # a 288 x 288 image through the metric: the paper's 2 x 2 windows of 224, each with the documented taps
+            feats = FRMetric(bb, get_distance("l2")).features(_images(1, 288))
+            assert feats.num_windows == 4
+            assert [tuple(t.shape) for t in feats.taps] == [(4, *s[1:]) for s in shapes]
 
 
 def _timm_vit_to_hf(sd: dict, depth: int, dinov2: bool) -> dict:
