@@ -10,13 +10,15 @@ from .metric import PRESETS, create_metric
 
 
 def _score(args: argparse.Namespace) -> int:
+    backbone = args.backbone or (None if args.head else "dino_vitb16")
     metric = create_metric(
-        args.backbone, args.distance, pretrained=not args.random_init, weights=args.weights,
-        device=args.device, preset=args.preset,
+        backbone, args.distance, pretrained=not args.random_init, weights=args.weights,
+        device=args.device, preset=args.preset, head=args.head,
     )
     score = float(metric(args.ref, args.dis)[0])
     direction = "lower = better" if metric.lower_better else "higher = better"
-    print(f"{score:.6f}" if args.quiet else f"{args.backbone} {metric.distance.name} ({args.preset}): {score:.6f}  ({direction})")
+    name = f"{metric.backbone.name} {metric.distance.name}{' + head' if args.head else ''} ({metric.preset})"
+    print(f"{score:.6f}" if args.quiet else f"{name}: {score:.6f}  ({direction})")
     return 0
 
 
@@ -47,9 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="score one reference/distorted pair")
     score.add_argument("ref", help="reference image file")
     score.add_argument("dis", help="distorted image file")
-    score.add_argument("--backbone", default="dino_vitb16", help="backbone name (see `zsiqa list`)")
-    score.add_argument("--distance", default="l2", help="distance head (see `zsiqa list`)")
-    score.add_argument("--preset", default="paper", choices=sorted(PRESETS))
+    score.add_argument("--backbone", default=None, help="backbone name (see `zsiqa list`; default dino_vitb16)")
+    score.add_argument("--distance", default=None, help="distance head (see `zsiqa list`; default l2)")
+    score.add_argument("--preset", default=None, choices=sorted(PRESETS), help="default paper")
+    score.add_argument("--head", default=None, help="a head.pt from train.py (it decides backbone/distance/preset)")
     score.add_argument("--weights", default=None, help="local checkpoint file instead of the hub weights")
     score.add_argument("--random-init", action="store_true", help="random weights (smoke tests only)")
     score.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")

@@ -68,12 +68,12 @@ def _set_dotted(cfg: dict, key: str, value: Any) -> None:
     node[last] = value
 
 
-def _resolve_group(group: str, name: Any, config_dir: Path) -> dict:
+def resolve_group(group: str, name: Any, config_dir: Path) -> dict:
     if isinstance(name, dict):
         return name
     if group == "transform" and isinstance(name, str) and "@" in name:  # rotate@5 = rotate by 5 degrees
         tname, amount = name.split("@", 1)
-        return {**_resolve_group(group, tname, config_dir), "amount": _parse_value(amount)}
+        return {**resolve_group(group, tname, config_dir), "amount": _parse_value(amount)}
     path = config_dir / group / f"{name}.yaml"
     if path.is_file():
         entry = _read_yaml(path)
@@ -106,7 +106,7 @@ def load_grid(main: str, args: list[str], config_dir: Path = CONFIG_DIR) -> list
     for combo in itertools.product(*[_split(base[g]) for g in axes], *dotted_values.values()):
         cfg = copy.deepcopy(base)
         for group, name in zip(axes, combo):
-            cfg[group] = _resolve_group(group, name, config_dir)
+            cfg[group] = resolve_group(group, name, config_dir)
         for key, value in zip(dotted_values, combo[len(axes):]):
             _set_dotted(cfg, key, _parse_value(value) if isinstance(value, str) else value)
         cells.append(cfg)

@@ -1,6 +1,7 @@
 """FRMetric: backbone taps over sliding windows + a distance head -> one score per image pair."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -194,25 +195,37 @@ class FRMetric(nn.Module):
 
 
 def create_metric(
-    backbone: str,
-    distance: str = "l2",
+    backbone: str | None = None,
+    distance: str | None = None,
     pretrained: bool = True,
     weights: str | None = None,
     device: str | torch.device | None = None,
-    preset: str = "paper",
+    preset: str | None = None,
+    head: str | os.PathLike | None = None,
     **options,
 ) -> FRMetric:
     """Build a metric: ``create_metric("dino_vitb16", "wsd")(ref, dis)``.
 
-    pretrained / weights: see ``zsiqa.backbones.create_backbone``. preset: "paper" (bit-faithful to the official
-    code) or "fixed" (its bugs fixed). options: normalize, precision, stride, max_windows_per_batch, align.
+    distance: default "l2". pretrained / weights: see ``zsiqa.backbones.create_backbone``. preset: "paper" (default;
+    bit-faithful to the official code) or "fixed" (its bugs fixed). options: normalize, precision, stride,
+    max_windows_per_batch, align. head: a head checkpoint from train.py (``head.pt``): its stored config decides
+    backbone, distance, preset, normalize and stride; any of them given explicitly must agree with it.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    if PRESETS[preset]["fixed_variants"] and distance in FIXED_VARIANTS:
-        distance = FIXED_VARIANTS[distance]
-    head = get_distance(distance)
-    metric = FRMetric(create_backbone(backbone, pretrained=pretrained, weights=weights), head, preset=preset, **options)
+    if head is not None:
+        from .heads import create_head_metric
+
+        metric = create_head_metric(head, backbone, distance, preset, pretrained=pretrained, weights=weights, **options)
+    else:
+        if backbone is None:
+            raise ValueError("create_metric needs a backbone name (see zsiqa.list_backbones()) or head=<train.py head.pt>")
+        distance = "l2" if distance is None else distance
+        preset = "paper" if preset is None else preset
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        if PRESETS[preset]["fixed_variants"] and distance in FIXED_VARIANTS:
+            distance = FIXED_VARIANTS[distance]
+        metric = FRMetric(create_backbone(backbone, pretrained=pretrained, weights=weights), get_distance(distance),
+                          preset=preset, **options)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return metric.to(device).eval()

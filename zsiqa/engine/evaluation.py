@@ -1,51 +1,22 @@
 """Zero-shot evaluation on Lightning.
 
-Work is ordered by reference image so that each reference's features are computed once and reused for all its
-distorted images; all windows of a batch of distorted images run through the backbone together. With N processes
-the ordered work is split into contiguous runs of whole batches, so each process computes exactly the batches a
-single process would (identical scores) and no sample is repeated or missing; each process appends its rows to its
-own CSV part, and process 0 merges them by index at the end.
+The data module (``zsiqa.data.FRDataModule``) orders the work by reference and shards whole batches across processes;
+this module computes each reference's features once and reuses them for all its distorted images, runs all windows of
+a batch of distorted images through the backbone together, and appends every scored row to its process's CSV part
+(process 0 merges the parts by index at the end).
 """
 from __future__ import annotations
 
-import math
 from collections import OrderedDict, defaultdict
 from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Sampler
 
 from ..baselines import Baseline
-from ..data import PairDataset, PairItem
 from ..metric import Features, FRMetric
 from ..reporting.results import ScoreWriter
-
-
-def plan_batches(items: list[PairItem], done: set[int], batch_size: int) -> list[list[int]]:
-    """Positions (into ``items``) of the pairs still to score, grouped by reference, cut into batches."""
-    todo = sorted((i for i, it in enumerate(items) if it.index not in done), key=lambda i: (items[i].ref_id, items[i].index))
-    return [todo[s : s + batch_size] for s in range(0, len(todo), batch_size)]
-
-
-class ShardBatchSampler(Sampler[list[int]]):
-    """Contiguous whole batches for one process: ranks together cover every batch exactly once."""
-
-    def __init__(self, batches: list[list[int]], rank: int, world_size: int) -> None:
-        per = math.ceil(len(batches) / world_size) if batches else 0
-        self.batches = batches[rank * per : (rank + 1) * per]
-
-    def __iter__(self):
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
-def collate_pairs(samples: list[dict]) -> list[dict]:
-    """Keep samples as a list: images in one batch may differ in size (LIVE)."""
-    return samples
 
 
 class EvaluationModule(L.LightningModule):
@@ -55,11 +26,8 @@ class EvaluationModule(L.LightningModule):
         self,
         metrics: dict[str, FRMetric],
         baselines: list[Baseline],
-        dataset: PairDataset,
-        batches: list[list[int]],
         run_dir: Path,
         transform_label: str = "none",
-        num_workers: int = 2,
         ref_cache: int = 4,
         align: str = "error",
     ) -> None:
@@ -68,12 +36,8 @@ class EvaluationModule(L.LightningModule):
             raise ValueError("nothing to evaluate: give at least one distance or baseline")
         self.metrics = torch.nn.ModuleDict(metrics)
         self.baselines = baselines
-        self.dataset = dataset
-        self.items = {it.index: it for it in dataset.items}
         self.transform_label = transform_label
-        self.batches = batches
         self.run_dir = Path(run_dir)
-        self.num_workers = num_workers
         self.ref_cache_size = ref_cache
         self.align = align
         self._cache: OrderedDict = OrderedDict()
@@ -85,20 +49,10 @@ class EvaluationModule(L.LightningModule):
     def score_columns(self) -> list[str]:
         return list(self.metrics) + [b.name for b in self.baselines]
 
-    def shard(self) -> ShardBatchSampler:
-        return ShardBatchSampler(self.batches, self.global_rank, self.trainer.world_size)
-
     def row(self, index: int) -> dict:
-        it = self.items[index]
+        it = self.trainer.datamodule.by_index[index]
         return {"index": it.index, "ref": str(it.ref), "dis": str(it.dis), "label": repr(float(it.label)),
                 "dist_type": it.dist_type, "level": it.level, "ref_id": it.ref_id, "transform": self.transform_label}
-
-    def test_dataloader(self) -> DataLoader:
-        sampler = self.shard()
-        return DataLoader(
-            self.dataset, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=collate_pairs,
-            persistent_workers=False,
-        )
 
     def on_test_start(self) -> None:
         self.writer = ScoreWriter(self.run_dir, self.global_rank, self.score_columns)
@@ -107,12 +61,14 @@ class EvaluationModule(L.LightningModule):
         if self.writer is not None:
             self.writer.close()
 
-    def _feature_groups(self) -> dict[tuple[str, bool], list[str]]:
-        """Metrics that can share features: same feature kind (taps/embed) and same size alignment."""
-        groups: dict[tuple[str, bool], list[str]] = defaultdict(list)
+    def _feature_groups(self) -> dict[tuple, list[str]]:
+        """Metrics that can share features: same feature kind (taps/embed), same size alignment, and the same
+        feature settings (preprocessing, precision, windows; e.g. a head trained with another preset does not share)."""
+        groups: dict[tuple, list[str]] = defaultdict(list)
         for name, m in self.metrics.items():
             kind = "embed" if m.distance.kind == "embed" else "taps"
-            groups[(kind, m.distance.kind != "image")].append(name)
+            settings = tuple(sorted((k, str(v)) for k, v in m.config().items() if k != "distance"))
+            groups[(kind, m.distance.kind != "image", settings)].append(name)
         return groups
 
     def _ref_features(self, key: tuple, metric: FRMetric, ref: torch.Tensor) -> Features:
@@ -140,10 +96,10 @@ class EvaluationModule(L.LightningModule):
     def score_group(self, ref_id: str, ref: torch.Tensor, dis: torch.Tensor) -> dict[str, torch.Tensor]:
         """All scores for distorted images ``dis`` [n,3,H,W] of one reference ``ref`` [1,3,H,W]."""
         scores: dict[str, torch.Tensor] = {}
-        for (kind, aligned), names in self._feature_groups().items():
+        for group, names in self._feature_groups().items():
             first = self.metrics[names[0]]
-            d = self._aligned(ref, dis, f"distance {names[0]!r}") if aligned else dis
-            f_ref = self._ref_features((kind, ref_id, tuple(ref.shape)), first, ref)
+            d = self._aligned(ref, dis, f"distance {names[0]!r}") if group[1] else dis
+            f_ref = self._ref_features((group, ref_id, tuple(ref.shape)), first, ref)
             f_dis = first.features(d)
             for name in names:
                 scores[name] = self.metrics[name].score_features(f_ref, f_dis)
@@ -179,7 +135,7 @@ class PairProgress(L.Callback):
         if trainer.global_rank == 0:
             from tqdm.auto import tqdm
 
-            total = sum(len(b) for b in pl_module.shard().batches)
+            total = sum(len(b) for b in trainer.datamodule.shard(0, trainer.world_size).batches)
             desc = "scoring" if trainer.world_size == 1 else f"scoring (process 0 of {trainer.world_size})"
             self.bar = tqdm(total=total, unit="pair", desc=desc, dynamic_ncols=True)
 

@@ -13,13 +13,13 @@ import yaml
 
 from ..backbones import create_backbone
 from ..baselines import get_baseline
-from ..data import DATASETS, PairDataset, read_dataset
+from ..data.datamodule import FRDataModule
 from ..distances import get_distance
 from ..metric import FIXED_VARIANTS, PRESETS, FRMetric
 from ..reporting.results import ITEM_COLUMNS, merge_parts, read_rows
 from ..reporting.summary import markdown_table, scatter_plot, summarize, write_summary
 from ..transforms import TRANSFORMS, make_transform
-from .evaluation import EvaluationModule, PairProgress, plan_batches
+from .evaluation import EvaluationModule, PairProgress
 
 # Config keys that determine the scores: a run folder holding results of other values cannot be resumed.
 SCORE_KEYS = ("backbone", "distance", "baselines", "preset", "head", "data", "transform", "align")
@@ -34,8 +34,13 @@ def run_dir_for(cfg: dict) -> Path:
     if run.get("name"):
         return Path(run["out"]) / run["name"]
     backbone = re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg["backbone"]["name"])
-    head = f"_head-{Path(cfg['head']).stem}" if cfg.get("head") else ""
+    head = f"_head-{_head_label(Path(cfg['head']))}" if cfg.get("head") else ""
     return Path(run["out"]) / cfg["data"]["name"] / transform_label(cfg["transform"]) / f"{backbone}_{cfg['preset']}{head}"
+
+
+def _head_label(path: Path) -> str:
+    """A head file's run folder name for the generic file names train.py writes (head.pt, best.ckpt, last.ckpt)."""
+    return path.resolve().parent.name if path.stem in ("head", "best", "last") else path.stem
 
 
 def data_root(data: dict) -> Path | None:
@@ -56,7 +61,7 @@ def data_root(data: dict) -> Path | None:
 
 def build_metrics(cfg: dict, device: str | torch.device) -> dict[str, FRMetric]:
     """One FRMetric per distance, all sharing one backbone instance (features are computed once)."""
-    if not cfg["distance"]:
+    if not cfg["distance"] and not cfg.get("head"):
         return {}
     bcfg = cfg["backbone"]
     backbone = create_backbone(bcfg["name"], pretrained=bcfg.get("pretrained", True), weights=bcfg.get("weights"))
@@ -99,19 +104,21 @@ def _align(cfg: dict) -> str:
 def run_cell(cfg: dict) -> dict | None:
     """Evaluate one cell; returns the summary on process 0 (None on other processes)."""
     run = cfg["run"]
-    L.seed_everything(run.get("seed", 0), verbose=False)
-    data = cfg["data"]
-    items = read_dataset(data["name"], data_root(data), **{k: v for k, v in data.items() if k not in ("name", "root", "limit")})
-    if data.get("limit"):
-        items = items[: int(data["limit"])]
-    spec = DATASETS[data["name"]]
-    tcfg = cfg["transform"]
-    transform = None if tcfg["name"] == "none" else make_transform(tcfg["name"], tcfg["amount"], cfg["preset"])
+    L.seed_everything(run.get("seed", 0), verbose=False)  # the paper's swd draws from the global RNG, seeded 0
+    data, tcfg = cfg["data"], cfg["transform"]
     run_dir = run_dir_for(cfg)
     if not run.get("resume", True) and run_dir.exists():
         for p in [run_dir / "scores.csv", *run_dir.glob("parts/rank*.csv")]:
             p.unlink(missing_ok=True)
     _check_resumable(run_dir, cfg)
+    done = set(read_rows(run_dir)) if run_dir.exists() else set()
+    datamodule = FRDataModule(
+        data["name"], data_root(data), limit=data.get("limit"),
+        pair_transform=None if tcfg["name"] == "none" else make_transform(tcfg["name"], tcfg["amount"], cfg["preset"]),
+        batch_size=run["batch_size"], num_workers=run["num_workers"], skip=done,
+        **{k: v for k, v in data.items() if k not in ("name", "root", "limit")},
+    )
+    datamodule.setup("test")
 
     trainer = L.Trainer(
         accelerator=run["accelerator"], devices=run["devices"], strategy="ddp" if run["devices"] > 1 else "auto",
@@ -122,27 +129,23 @@ def run_cell(cfg: dict) -> dict | None:
     if rank0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    done = set(read_rows(run_dir)) if run_dir.exists() else set()
-    batches = plan_batches(items, done, run["batch_size"])
-    device = trainer.strategy.root_device
-    metrics = build_metrics(cfg, device)
+    metrics = build_metrics(cfg, trainer.strategy.root_device)
     baselines = [get_baseline(b) for b in cfg["baselines"]]
     module = EvaluationModule(
-        metrics, baselines, PairDataset(items, pair_transform=transform), batches, run_dir,
-        transform_label=transform_label(tcfg), num_workers=run["num_workers"], ref_cache=run["ref_cache"], align=_align(cfg),
+        metrics, baselines, run_dir, transform_label=transform_label(tcfg), ref_cache=run["ref_cache"], align=_align(cfg),
     )
-    todo = sum(len(b) for b in batches)
+    todo = sum(len(b) for b in datamodule.batches)
     if rank0:
-        print(f"{cfg['backbone']['name']} | {data['name']} ({len(items)} pairs, {len(done)} already scored) | "
+        print(f"{cfg['backbone']['name']} | {data['name']} ({len(datamodule.items)} pairs, {len(done)} already scored) | "
               f"transform {transform_label(tcfg)} | -> {run_dir}")
     start = time.perf_counter()
-    if batches:
-        trainer.test(module, verbose=False)
+    if todo:
+        trainer.test(module, datamodule=datamodule, verbose=False)
     elapsed = time.perf_counter() - start
     trainer.strategy.barrier()
     if not rank0:
         return None
-    return finalize(run_dir, cfg, module, spec, extra={
+    return finalize(run_dir, cfg, module, datamodule.spec, extra={
         "pairs_scored_now": todo, "seconds": round(elapsed, 3),
         "pairs_per_second": round(todo / elapsed, 3) if todo and elapsed > 0 else None,
         "reference_feature_computations_rank0": module.ref_feature_computations,

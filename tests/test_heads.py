@@ -1,0 +1,165 @@
+"""Learned heads: step-0 equivalence with the zero-shot metric, positivity, head files, and loading them back."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from zsiqa import create_metric
+from zsiqa.backbones import list_backbones, register_backbone
+from zsiqa.backbones.base import Backbone
+from zsiqa.distances import get_distance
+from zsiqa.heads import (
+    TermWeights,
+    TrainedMetric,
+    backbone_fingerprint,
+    head_config,
+    head_record,
+    load_head_metric,
+    read_head,
+    save_head,
+)
+from zsiqa.metric import FRMetric
+
+
+class TinyCNN(Backbone):
+    """Random-init feature maps on 32-px windows (two stages), for the map layout (cos along width: paper quirk)."""
+
+    layout = "maps"
+    window = 32
+
+    def __init__(self, name: str = "test_heads_tiny_cnn", seed: int = 0) -> None:
+        super().__init__(name)
+        g = torch.Generator().manual_seed(seed)
+        self.c1, self.c2 = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 10, 3, stride=2, padding=1)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+
+    def taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        a = torch.tanh(self.c1(x))
+        return [a, torch.tanh(self.c2(a))]
+
+
+if "test_heads_tiny_cnn" not in list_backbones():
+    register_backbone("test_heads_tiny_cnn")(lambda name, pretrained=True, weights=None: TinyCNN(name))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is fastest, and several contend badly on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def images(seed: int, n: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ref = torch.rand(n, 3, 40, 48, generator=g)
+    return ref, (ref + 0.2 * torch.randn(ref.shape, generator=g)).clamp(0, 1)
+
+
+def untrained(metric: FRMetric, channels: bool) -> TermWeights:
+    ref, dis = images(0, 1)
+    f_ref, f_dis = metric.features(ref), metric.features(dis)
+    num_layers = metric.layer_terms(f_ref, f_dis).shape[1]
+    return TermWeights(num_layers, [t.shape[1] for t in metric.channel_terms(f_ref, f_dis)] if channels else None)
+
+
+@pytest.mark.parametrize("channels", [False, True])
+@pytest.mark.parametrize("distance", ["l2", "cos", "cos_channel"])
+@pytest.mark.parametrize("net", ["tokens", "maps"])
+def test_untrained_head_reproduces_the_zero_shot_scores(tiny_backbone, net, distance, channels):
+    backbone = tiny_backbone if net == "tokens" else TinyCNN().freeze()
+    zero_shot = FRMetric(backbone, get_distance(distance)).eval()
+    trained = TrainedMetric(backbone, get_distance(distance), untrained(zero_shot, channels)).eval()
+    ref, dis = images(1)
+    torch.testing.assert_close(trained(ref, dis), zero_shot(ref, dis), rtol=1e-6, atol=1e-6)
+    assert trained.lower_better and trained.distance.kind == "window"
+
+
+def test_weights_start_at_exactly_one_and_stay_positive():
+    head = TermWeights(3, [4, 5, 6])
+    assert torch.equal(head.layer_weights(), torch.ones(3))
+    assert all(torch.equal(v, torch.ones(len(v))) for v in head.channel_weights())
+    terms = [torch.rand(2, c) for c in (4, 5, 6)]
+    assert torch.equal(head(terms), torch.stack([t.sum(1) for t in terms], 1).sum(1))
+    with torch.no_grad():
+        head.log_layer.copy_(torch.tensor([-30.0, 0.5, -2.0]))
+    assert (head.layer_weights() > 0).all()
+    expected = (torch.stack([t.sum(1) for t in terms], 1) * torch.tensor([-30.0, 0.5, -2.0]).exp()).sum(1)
+    torch.testing.assert_close(head(terms), expected)
+
+
+def test_wrong_terms_are_clear_errors():
+    with pytest.raises(ValueError, match=r"per-layer head takes \[N, 3\]"):
+        TermWeights(3)(torch.rand(2, 4))
+    with pytest.raises(ValueError, match="per-channel head takes"):
+        TermWeights(2, [4, 5])([torch.rand(2, 4), torch.rand(2, 6)])
+    with pytest.raises(ValueError, match="channel counts"):
+        TermWeights(2, [4])
+
+
+def _trained_head_file(tmp_path, backbone: Backbone, distance: str = "l2", preset: str = "paper", channels: bool = False):
+    metric = FRMetric(backbone, get_distance(distance), preset=preset).eval()
+    head = untrained(metric, channels)
+    with torch.no_grad():
+        head.log_layer.copy_(torch.linspace(-1, 1, head.num_layers))
+    config = head_config(metric, head, pretrained=False, weights_file=None, fingerprint=backbone_fingerprint(backbone))
+    return save_head(tmp_path / "head.pt", head_record(config, head)), metric, head
+
+
+def test_head_file_is_small_and_round_trips(tmp_path):
+    path, metric, head = _trained_head_file(tmp_path, TinyCNN(), channels=True)
+    assert path.stat().st_size < 8_000
+    weights, config = read_head(path)
+    assert torch.equal(weights.layer_weights(), head.layer_weights())
+    assert config["backbone"] == "test_heads_tiny_cnn" and config["channels"] == [6, 10] and config["distance"] == "l2"
+    with pytest.raises(FileNotFoundError, match="head checkpoint not found"):
+        read_head(tmp_path / "missing.pt")
+    torch.save({"something": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="neither a head file"):
+        read_head(tmp_path / "other.pt")
+
+
+def test_load_head_metric_scores_the_weighted_terms(tmp_path):
+    backbone = TinyCNN()
+    path, metric, head = _trained_head_file(tmp_path, backbone)
+    metrics = load_head_metric(path, backbone, "cpu")
+    assert list(metrics) == ["l2_trained"]
+    m = metrics["l2_trained"]
+    assert m.lower_better and m.distance.kind == "window" and m.backbone is backbone
+    ref, dis = images(2)
+    f_ref, f_dis = m.features(ref), m.features(dis)
+    expected = (metric.layer_terms(f_ref, f_dis) * torch.linspace(-1, 1, 2).exp()).sum(1)
+    torch.testing.assert_close(m.score_features(f_ref, f_dis), expected)
+    assert not torch.allclose(m(ref, dis), metric(ref, dis))  # the learned weights change the score
+
+
+def test_a_head_refuses_another_backbone(tmp_path):
+    path, _, _ = _trained_head_file(tmp_path, TinyCNN())
+    with pytest.raises(ValueError, match="other weights"):
+        load_head_metric(path, TinyCNN(seed=1), "cpu")
+    with pytest.raises(ValueError, match="trained on backbone 'test_heads_tiny_cnn'"):
+        load_head_metric(path, TinyCNN(name="another"), "cpu")
+
+
+def test_create_metric_with_head(tmp_path):
+    path, metric, _ = _trained_head_file(tmp_path, TinyCNN(), distance="cos_channel", preset="fixed")
+    built = create_metric(head=path, device="cpu")
+    assert isinstance(built, TrainedMetric) and built.preset == "fixed" and built.distance.name == "cos_channel"
+    ref, dis = images(3)
+    expected = load_head_metric(path, TinyCNN(), "cpu")["cos_channel_trained"](ref, dis)
+    torch.testing.assert_close(built(ref, dis), expected)
+    # explicit arguments that agree are fine ("cos" under the fixed preset is cos_channel) ...
+    create_metric("test_heads_tiny_cnn", "cos", preset="fixed", head=path, device="cpu")
+    # ... and any that contradict the head are clear errors
+    for kwargs, match in [({"backbone": "dino_vitb16"}, "backbone='dino_vitb16' contradicts"),
+                          ({"distance": "l2"}, "distance='l2' contradicts"),
+                          ({"preset": "paper"}, "preset='paper' contradicts"),
+                          ({"normalize": False}, "normalize=False contradicts")]:
+        with pytest.raises(ValueError, match=match):
+            create_metric(head=path, device="cpu", **kwargs)
+    with pytest.raises(ValueError, match="needs a backbone name"):
+        create_metric()

@@ -1,0 +1,378 @@
+"""Training learned heads: losses, split by reference, term cache, a synthetic task, resume, and evaluate.py round trip.
+
+The backbone is a random-init multi-scale CNN (fine, medium and coarse taps of the same image), so its layer terms
+respond differently to fine and coarse distortions; images are 32 px, so every run takes a fraction of a second.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from zsiqa.backbones import list_backbones, register_backbone
+from zsiqa.backbones.base import Backbone
+from zsiqa.config import load_grid
+from zsiqa.data import read_dataset
+from zsiqa.data.datamodule import FRDataModule
+from zsiqa.distances import get_distance
+from zsiqa.engine.losses_mos import fidelity_loss, plcc_loss, srcc_loss
+from zsiqa.engine.training import (
+    EpochShuffle,
+    cached_terms,
+    compute_terms,
+    expand_sweep,
+    split_by_reference,
+    term_cache_key,
+    train_dir_for,
+    train_run,
+)
+from zsiqa.heads import read_head
+from zsiqa.metric import FRMetric
+from zsiqa.metrics import correlations
+from zsiqa.transforms import make_transform
+
+BACKBONE = "test_training_multiscale"
+N_REFS, PER_REF, SIZE = 12, 8, 32
+
+
+class MultiScaleCNN(Backbone):
+    """Random-init taps at three scales: tanh(conv) on the image, on its 4x and on its 8x average-pooled version."""
+
+    layout = "maps"
+    window = None
+    calls = 0  # backbone runs, counted across instances
+
+    def __init__(self, name: str = BACKBONE, seed: int = 0) -> None:
+        super().__init__(name)
+        g = torch.Generator().manual_seed(seed)
+        self.convs = nn.ModuleList(nn.Conv2d(3, 8, 3, padding=1) for _ in range(3))
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+
+    def taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        MultiScaleCNN.calls += 1
+        return [torch.tanh(conv(F.avg_pool2d(x, s) if s > 1 else x)) for conv, s in zip(self.convs, (1, 4, 8))]
+
+
+if BACKBONE not in list_backbones():
+    register_backbone(BACKBONE)(lambda name, pretrained=True, weights=None: MultiScaleCNN(name))
+
+
+def write_dataset(root: Path, seed: int = 0) -> Path:
+    """The demo layout: N_REFS random references, each with PER_REF mixes of fine and coarse noise (label 0 for now)."""
+    rng = np.random.default_rng(seed)
+    (root / "ref").mkdir(parents=True)
+    (root / "dis").mkdir()
+    rows = []
+    for i in range(N_REFS):
+        ref = torch.from_numpy(rng.random((3, SIZE, SIZE))).float()
+        Image.fromarray((ref.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(root / "ref" / f"r{i:02d}.png")
+        for k in range(PER_REF):
+            fine, coarse = rng.uniform(0, 0.3, 2)
+            lf = F.interpolate(torch.from_numpy(rng.standard_normal((1, 3, 4, 4))).float(), size=SIZE, mode="bilinear")[0]
+            dis = (ref + fine * torch.from_numpy(rng.standard_normal(ref.shape)).float() + coarse * lf).clamp(0, 1)
+            name = f"r{i:02d}_mix_{k}.png"
+            Image.fromarray((dis.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(root / "dis" / name)
+            rows.append([f"ref/r{i:02d}.png", f"dis/{name}", 0, "mix", k])
+    write_labels(root, rows)
+    return root
+
+
+def write_labels(root: Path, rows: list[list]) -> None:
+    with open(root / "meta.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["ref_name", "dist_name", "score", "dist_type", "level"])
+        w.writerows(rows)
+
+
+def metric_for(backbone: Backbone, distance: str = "l2", preset: str = "paper") -> FRMetric:
+    return FRMetric(backbone, get_distance(distance), preset=preset).eval()
+
+
+def demo_data(root: Path, **options) -> FRDataModule:
+    return FRDataModule("demo", root, strict=False, **options)
+
+
+def label_by_layer(root: Path, layer: int | None) -> torch.Tensor:
+    """Rewrite the labels as one layer's l2 term (``None``: the sum, i.e. the zero-shot score); return all terms."""
+    terms = compute_terms(metric_for(MultiScaleCNN()), demo_data(root), progress=False).layer
+    label = terms.sum(1) if layer is None else terms[:, layer]
+    with open(root / "meta.csv", newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    for row, value in zip(rows, label.tolist()):
+        row[2] = repr(value)
+    write_labels(root, rows)
+    return terms
+
+
+def make_cfg(tmp_path: Path, root: Path, *args: str) -> dict:
+    cells = load_grid("train", [f"backbone={BACKBONE}", f"run.out={tmp_path / 'runs'}", "optim.batch_size=32",
+                                "split.val_fraction=0.25", *args])
+    (cfg,) = expand_sweep(cells)
+    cfg["data"] = {"name": "demo", "root": str(root), "strict": False}
+    cfg["test"] = [dict(cfg["data"])]
+    return cfg
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    return write_dataset(tmp_path / "data")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """32-px images: one thread is fastest, and several contend badly on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------------------------------- losses
+
+
+@pytest.mark.parametrize("loss", [fidelity_loss, plcc_loss, srcc_loss])
+def test_losses_prefer_the_right_order_and_ignore_scale(loss):
+    target = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    good, bad = target ** 3, -target
+    assert loss(good, target) < loss(bad, target)
+    assert torch.allclose(loss(7.0 * good + 3.0, target), loss(good, target), atol=1e-6)
+    q = torch.tensor([0.3, 0.1, 0.2, 0.2], requires_grad=True)
+    for t in (torch.tensor([1.0, 1.0, 2.0, 2.0]), torch.ones(4)):  # ties, and a constant target
+        value = loss(q, t)
+        value.backward()
+        assert torch.isfinite(value) and torch.isfinite(q.grad).all()
+    assert torch.isfinite(loss(torch.tensor([1.0]), torch.tensor([2.0])))
+
+
+def test_loss_values_at_the_extremes():
+    target = torch.arange(8.0)
+    assert plcc_loss(2 * target + 1, target).item() == pytest.approx(0.0, abs=1e-6)
+    assert plcc_loss(-target, target).item() == pytest.approx(1.0, abs=1e-6)
+    assert srcc_loss(target.sqrt(), target).item() < 1e-3  # monotone, not linear: soft SRCC ~ 1
+    assert srcc_loss(-target.sqrt(), target).item() > 0.99
+    # fidelity on one pair: p = 1, p_hat = Phi((z1 - z2) / sqrt 2) with z = -+1 -> 1 - sqrt(Phi(sqrt 2))
+    expected = 1 - (0.5 * (1 + torch.erf(torch.tensor(1.0)))).sqrt()
+    assert fidelity_loss(torch.tensor([1.0, 0.0]), torch.tensor([2.0, 1.0])).item() == pytest.approx(expected.item(), abs=1e-4)
+
+
+# --------------------------------------------------------------------------------------------- split, shuffling
+
+
+def test_split_by_reference_is_disjoint_seeded_and_complete(dataset):
+    items = read_dataset("demo", dataset, strict=False)
+    split = split_by_reference(items, 0.25, seed=0)
+    assert len(split["val"]) == 3 and len(split["train"]) == 9
+    assert not set(split["train"]) & set(split["val"])
+    assert set(split["train"]) | set(split["val"]) == {it.ref_id for it in items}
+    assert split_by_reference(items, 0.25, seed=0) == split
+    assert any(split_by_reference(items, 0.25, seed=s)["val"] != split["val"] for s in range(1, 4))
+    with pytest.raises(ValueError, match="val_fraction"):
+        split_by_reference(items, 1.0, seed=0)
+    with pytest.raises(ValueError, match="at least 2 reference"):
+        split_by_reference([it for it in items if it.ref_id == "r00"], 0.5, seed=0)
+
+
+def test_epoch_shuffle_depends_on_seed_and_epoch_only():
+    a, b = EpochShuffle(10, seed=3), EpochShuffle(10, seed=3)
+    a.set_epoch(2)
+    b.set_epoch(2)
+    assert list(a) == list(b) and sorted(a) == list(range(10))
+    b.set_epoch(3)
+    assert list(a) != list(b)
+
+
+# ------------------------------------------------------------------------------------------------------ term cache
+
+
+def test_compute_terms_matches_the_metric_pair_by_pair(dataset):
+    data = demo_data(dataset, limit=20, batch_size=3)
+    metric = metric_for(MultiScaleCNN(), "cos")
+    before = MultiScaleCNN.calls
+    table = compute_terms(metric, data, channels=True, progress=False)
+    items = data.items
+    # items are ordered by reference and cut into batches of 3: one run per reference (its features are reused)
+    # plus one per (batch, reference) group of distorted images
+    ordered = [it.ref_id for it in sorted(items, key=lambda it: (it.ref_id, it.index))]
+    groups = sum(len(set(ordered[s:s + 3])) for s in range(0, len(ordered), 3))
+    assert MultiScaleCNN.calls - before == len(set(ordered)) + groups
+    assert table.index.tolist() == [it.index for it in items]
+    for row, it in enumerate(items[:5]):
+        expected = metric.layer_terms(metric.features(it.ref), metric.features(it.dis))[0]
+        torch.testing.assert_close(table.layer[row], expected, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(torch.stack([c.sum(1) for c in table.channel], 1), table.layer, rtol=1e-5, atol=1e-7)
+
+
+def test_cache_hits_without_the_backbone_and_invalidates_on_backbone_preset_data(dataset, tmp_path):
+    cache = tmp_path / "cache"
+
+    def lookup(metric, data, fingerprint="weights-a"):
+        key = term_cache_key(metric, fingerprint, False, data, "error")
+        return cached_terms(cache, key, lambda: compute_terms(metric, data, progress=False))
+
+    metric = metric_for(MultiScaleCNN())
+    table, path, computed = lookup(metric, demo_data(dataset))
+    assert computed
+    before = MultiScaleCNN.calls
+    again, path2, computed2 = lookup(metric_for(MultiScaleCNN()), demo_data(dataset))
+    assert (path2, computed2) == (path, False) and MultiScaleCNN.calls == before  # no backbone run
+    assert torch.equal(again.layer, table.layer)
+    changed = [
+        lookup(metric, demo_data(dataset), fingerprint="weights-b"),                      # other backbone weights
+        lookup(metric_for(MultiScaleCNN(), preset="fixed"), demo_data(dataset)),          # other preset
+        lookup(metric, demo_data(dataset, limit=N_REFS * PER_REF - 1)),                   # other item list
+        lookup(metric, demo_data(dataset, pair_transform=make_transform("rotate", 1.0))),  # other transform
+    ]
+    img = read_dataset("demo", dataset, strict=False)[0].dis
+    Image.open(img).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(img)  # the same file name, new content
+    changed.append(lookup(metric, demo_data(dataset)))
+    assert all(c[2] for c in changed)
+    assert len({path, *(c[1] for c in changed)}) == 6
+    assert not torch.equal(changed[-1][0].layer[0], table.layer[0])
+
+
+# -------------------------------------------------------------------------------------------------- training runs
+
+
+class EpochCalls(L.Callback):
+    """Backbone runs seen at the start of every epoch."""
+
+    def __init__(self) -> None:
+        self.calls: dict[int, int] = {}
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.calls[trainer.current_epoch] = MultiScaleCNN.calls
+
+
+def test_synthetic_single_layer_label_is_learned(dataset, tmp_path):
+    terms = label_by_layer(dataset, layer=2)
+    sums = terms.sum(1)
+    assert correlations(sums, terms[:, 2], True, True)["srcc"] < 0.85  # the layers disagree
+    cfg = make_cfg(tmp_path, dataset, "optim.max_epochs=40", "optim.patience=40", "optim.lr=0.1")
+    epochs = EpochCalls()
+    summary = train_run(cfg, callbacks=[epochs])
+    assert len(set(epochs.calls.values())) == 1 and len(epochs.calls) > 1  # no backbone run during training
+    weights = torch.tensor(summary["layer_weights"])
+    assert int(weights.argmax()) == 2 and weights[2] / weights.sum() > 0.5
+    assert summary["layer_share"][2] > 0.5
+    assert summary["trained"]["srcc"] > 0.95 and summary["trained"]["srcc"] > summary["zero_shot"]["srcc"] + 0.1
+    # A second run with the same backbone and data reads the cache: the backbone never runs.
+    before = MultiScaleCNN.calls
+    cfg["run"]["name"] = "again"
+    train_run(cfg)
+    assert MultiScaleCNN.calls == before
+
+
+class Crash(L.Callback):
+    """Stops the run with an error when epoch ``epoch`` starts (the previous epoch's checkpoint is written)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("simulated interruption")
+
+
+def test_interrupted_run_resumes_from_last_checkpoint_and_matches_an_uninterrupted_one(dataset, tmp_path):
+    label_by_layer(dataset, 1)
+    args = ("optim.max_epochs=6", "optim.patience=50")
+    whole = train_run({**make_cfg(tmp_path, dataset, *args, "run.name=whole")})
+    cfg = make_cfg(tmp_path, dataset, *args, "run.name=cut")
+    with pytest.raises(RuntimeError, match="simulated interruption"):
+        train_run(cfg, callbacks=[Crash(epoch=3)])
+    ckpt_dir = Path(cfg["run"]["out"]) / "cut" / "checkpoints"
+    assert torch.load(ckpt_dir / "last.ckpt", weights_only=True)["epoch"] == 2
+    epochs = EpochCalls()
+    resumed = train_run(cfg, callbacks=[epochs])
+    assert min(epochs.calls) == 3 and max(epochs.calls) == 5  # epochs 0-2 were not trained again
+    assert resumed["layer_weights"] == pytest.approx(whole["layer_weights"], rel=1e-6)
+    assert resumed["trained"]["srcc"] == pytest.approx(whole["trained"]["srcc"], abs=1e-9)
+    # A rerun of a finished run trains nothing; other settings in the same folder are an error.
+    epochs = EpochCalls()
+    train_run(cfg, callbacks=[epochs])
+    assert epochs.calls == {}
+    with pytest.raises(ValueError, match="optim differ"):
+        train_run(make_cfg(tmp_path, dataset, "optim.max_epochs=7", "run.name=cut"))
+
+
+@pytest.mark.parametrize("head", ["layer", "channel"])
+def test_head_checkpoint_reproduces_validation_scores_in_evaluate(dataset, tmp_path, head):
+    from zsiqa.engine.runner import run_cell, run_dir_for
+
+    label_by_layer(dataset, 1)
+    summary = train_run(make_cfg(tmp_path, dataset, f"head={head}", "optim.max_epochs=5"))
+    run_dir = Path(summary["run_dir"])
+    for ckpt in (run_dir / "checkpoints").glob("*.ckpt"):
+        state = torch.load(ckpt, weights_only=True)["state_dict"]
+        assert ckpt.stat().st_size < 32_000 and all(k.startswith("head.") for k in state)  # kilobytes, no backbone
+        assert read_head(ckpt)[1]["backbone"] == BACKBONE  # any checkpoint of the run is a head file too
+    (cfg,) = load_grid("evaluate", [f"backbone={BACKBONE}", "distance=l2", "baselines=[]", f"head={summary['head']}",
+                                    f"run.out={tmp_path / 'eval'}", "run.num_workers=0"])
+    cfg["data"] = {"name": "demo", "root": str(dataset), "strict": False}
+    run_cell(cfg)
+    with open(run_dir_for(cfg) / "scores.csv", newline="") as f:
+        scored = {int(r["index"]): r for r in csv.DictReader(f)}
+    with open(run_dir / "val_scores.csv", newline="") as f:
+        val = list(csv.DictReader(f))
+    ours = torch.tensor([float(r["trained"]) for r in val])
+    theirs = torch.tensor([float(scored[int(r["index"])]["l2_trained"]) for r in val])
+    torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=0)
+    torch.testing.assert_close(torch.tensor([float(scored[int(r["index"])]["l2"]) for r in val]),
+                               torch.tensor([float(r["zero_shot"]) for r in val]), rtol=1e-5, atol=0)
+    labels = [float(r["label"]) for r in val]
+    assert correlations(theirs, labels, True, True)["srcc"] == pytest.approx(summary["trained"]["srcc"], abs=1e-9)
+
+
+def test_bad_settings_are_clear_errors(dataset, tmp_path):
+    with pytest.raises(ValueError, match="only l2, cos and cos_channel"):
+        train_run(make_cfg(tmp_path, dataset, "distance=jsd"))
+    with pytest.raises(ValueError, match="head='rows'"):
+        train_run(make_cfg(tmp_path, dataset, "head=rows"))
+    with pytest.raises(ValueError, match="unknown loss"):
+        train_run(make_cfg(tmp_path, dataset, "loss=mse"))
+
+
+def test_sweep_lists_expand_to_one_run_each():
+    cells = load_grid("train", ["distance=l2,cos", "loss=fidelity,plcc"])
+    runs = expand_sweep(cells)
+    assert sorted((c["distance"], c["loss"]) for c in runs) == [
+        ("cos", "fidelity"), ("cos", "plcc"), ("l2", "fidelity"), ("l2", "plcc")]
+    assert len({train_dir_for(c) for c in runs}) == 4
+    sweep = expand_sweep(load_grid("train", ["experiment=train_kadid_sweep"]))
+    assert len(sweep) == 5 * 2 * 2 and all(c["logger"]["group"] == "train_kadid_sweep" for c in sweep)
+
+
+def _train_cli():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_cli", Path(__file__).resolve().parent.parent / "train.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    return cli
+
+
+def test_train_py_help(capsys):
+    assert _train_cli().main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: python train.py" in out and "head=layer|channel" in out
+
+
+@pytest.mark.slow
+def test_train_py_without_arguments_runs_the_offline_demo(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _train_cli().main([]) == 0
+    (path,) = (tmp_path / "runs" / "train" / "demo").glob("*/summary.json")
+    summary = json.loads(path.read_text())
+    assert summary["config"]["backbone"]["name"] == "efficientnet_lite0" and summary["n_val"] == 48
+    assert summary["trained"]["srcc"] > summary["zero_shot"]["srcc"] + 0.05
+    assert Path(summary["head"]).stat().st_size < 10_000 and summary["test"]["demo"]["in_domain"]
