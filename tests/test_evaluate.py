@@ -137,3 +137,17 @@ def test_evaluate_py_without_arguments(tmp_path):
     # real weights on real photos: the deep distances track the distortion severity
     assert all(summary["metrics"][m]["srcc"] > 0.4 for m in ("l2", "cos", "skld", "jsd", "wsd"))
     assert "python evaluate.py backbone=dino_vitb16" in proc.stdout
+
+
+def test_wandb_offline_run_has_config_summary_table_and_plot(tmp_path, demo_root):
+    summary = run_cell(cell(tmp_path, demo_root, "logger=wandb", "logger.mode=offline", "logger.group=g1"))
+    run_dir = tmp_path / "demo" / "none" / "timm-vit_tiny_patch16_224_paper"
+    (offline,) = list((run_dir / "wandb").glob("offline-run-*"))
+    assert list(offline.glob("files/media/images/scatter_*.png"))
+    (table,) = list(offline.glob("files/media/table/per_image_*.table.json"))
+    assert len(json.loads(table.read_text())["data"]) == 10
+    (record,) = list(offline.glob("*.wandb"))  # the offline record (protobuf) holds config, metrics and tags
+    blob = record.read_bytes()
+    for text in ("l2/srcc", "psnr/plcc_fit", "timm:vit_tiny_patch16_224", "zero-shot", "g1", "preset"):
+        assert text.encode() in blob, text
+    assert summary["metrics"]["l2"]["n_scored"] == 10

@@ -1,7 +1,7 @@
 """Datasets: readers for the official layouts of LIVE, TID2013, PIPAL, KADID-10k, CSIQ and a bundled demo set.
 
 ``read_dataset(name, root, **opts) -> list[PairItem]`` is the one entry point; ``DATASETS`` describes each dataset
-(label, direction, size of the full official set). ``PairDataset`` / ``ReferenceDataset`` load the images.
+(label, direction, size of the full official set). ``PairDataset`` loads the images; ``FRDataModule`` (datamodule.py) serves them to Lightning.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 
 from . import csiq, demo, kadid, live, pipal, tid2013
 from .csiq import read_csiq
-from .dataset import PairDataset, ReferenceDataset
+from .dataset import PairDataset
 from .demo import build_demo, read_demo
 from .items import DatasetSpec, PairItem, reference_paths
 from .kadid import read_kadid
@@ -33,7 +33,7 @@ def read_dataset(name: str, root: str | os.PathLike | None = None, **opts) -> li
 
 
 __all__ = [
-    "DATASETS", "DatasetSpec", "PairDataset", "PairItem", "ReferenceDataset", "build_demo",
+    "DATASETS", "DatasetSpec", "PairDataset", "PairItem", "build_demo",
     "read_csiq", "read_dataset", "read_demo", "read_kadid", "read_live", "read_pipal", "read_tid2013",
     "reference_paths",
 ]

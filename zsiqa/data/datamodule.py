@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 import lightning as L
 from torch.utils.data import DataLoader, Sampler
 
-from . import DATASETS, DatasetSpec, PairDataset, PairItem, read_dataset
+from . import DATASETS, DatasetSpec, PairDataset, PairItem, read_dataset, reference_paths
 
 
 def plan_batches(items: list[PairItem], skip: set[int], batch_size: int) -> list[list[int]]:
@@ -82,6 +82,7 @@ class FRDataModule(L.LightningDataModule):
             return
         items = read_dataset(self.name, self.root, **self.reader_options)
         self.items = items[: int(self.limit)] if self.limit else items
+        reference_paths(self.items)  # one ref_id must mean one file: reference features are cached by ref_id
         self.by_index = {it.index: it for it in self.items}
         self.batches = plan_batches(self.items, self.skip, self.batch_size)
 

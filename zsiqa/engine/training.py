@@ -39,7 +39,7 @@ from ..data.datamodule import FRDataModule, collate_pairs
 from ..distances import DistanceHead, get_distance
 from ..heads import CHECKPOINT_KEY, Terms, TermWeights, backbone_fingerprint, head_config, head_record, read_head, save_head
 from ..metric import FIXED_VARIANTS, PRESETS, FRMetric
-from ..metrics import correlations
+from ..metrics import IndexedScores, correlations
 from ..transforms import TRANSFORMS, make_transform
 from .losses_mos import get_loss
 from .runner import data_root, transform_label
@@ -230,13 +230,16 @@ class HeadTrainingModule(L.LightningModule):
         self.score_lower_better, self.label_lower_better = score_lower_better, label_lower_better
         self.zero_shot = zero_shot
         self.val_metrics: dict = {}
+        self.val_scores = IndexedScores()
         self._epoch_losses: list[torch.Tensor] = []
 
     def _tensors(self, table: TermTable, labels: torch.Tensor) -> TensorDataset:
-        return TensorDataset(labels, *(table.channel if self.channels else [table.layer]))
+        """Rows of (position, label, terms...): the position identifies each pair for the exact validation gather."""
+        positions = torch.arange(len(labels))
+        return TensorDataset(positions, labels, *(table.channel if self.channels else [table.layer]))
 
     def _terms(self, batch: Sequence[torch.Tensor]) -> Terms:
-        return list(batch[1:]) if self.channels else batch[1]
+        return list(batch[2:]) if self.channels else batch[2]
 
     def quality(self, scores: torch.Tensor) -> torch.Tensor:
         return -scores if self.score_lower_better else scores
@@ -256,20 +259,23 @@ class HeadTrainingModule(L.LightningModule):
         return torch.optim.Adam(self.head.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
     def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        labels = batch[0]
+        labels = batch[1]
         loss = self.loss_fn(self.quality(self.head(self._terms(batch))), self.target(labels))
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
         self._epoch_losses.append(loss.detach())
         return loss
 
     def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
-        scores = self.head(self._terms(batch))
-        corr = correlations(scores, batch[0], self.score_lower_better, self.label_lower_better)
+        self.val_scores.update(batch[0], self.head(self._terms(batch)), batch[1])
+
+    def on_validation_epoch_end(self) -> None:
+        rows = self.val_scores.compute()  # gathered across processes, each pair exactly once
+        self.val_scores.reset()
+        corr = correlations(rows["score"], rows["label"], self.score_lower_better, self.label_lower_better)
         self.val_metrics = {"srcc": corr["srcc"], "plcc": corr["plcc"]}
         self.log_dict({"val/srcc": corr["srcc"], "val/plcc": corr["plcc"], "val/srcc_zero_shot": self.zero_shot["srcc"],
-                       "val/plcc_zero_shot": self.zero_shot["plcc"]}, batch_size=len(scores))
-        self.log_dict({f"weights/layer_{i}": w for i, w in enumerate(self.head.effective_layer_weights().tolist())},
-                      batch_size=len(scores))
+                       "val/plcc_zero_shot": self.zero_shot["plcc"]})
+        self.log_dict({f"weights/layer_{i}": w for i, w in enumerate(self.head.effective_layer_weights().tolist())})
 
     def on_train_epoch_end(self) -> None:
         loss = torch.stack(self._epoch_losses).mean().item() if self._epoch_losses else float("nan")
