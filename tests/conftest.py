@@ -47,3 +47,12 @@ class TinyViT(Backbone):
 @pytest.fixture
 def tiny_backbone() -> TinyViT:
     return TinyViT().freeze()
+
+
+@pytest.fixture
+def one_thread():
+    """For files of tiny tensors: one thread is fastest (thread start-up dominates), and threads contend on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

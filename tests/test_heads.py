@@ -21,6 +21,8 @@ from zsiqa.heads import (
 )
 from zsiqa.metric import FRMetric
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 class TinyCNN(Backbone):
     """Random-init feature maps on 32-px windows (two stages), for the map layout (cos along width: paper quirk)."""
@@ -43,15 +45,6 @@ class TinyCNN(Backbone):
 
 if "test_heads_tiny_cnn" not in list_backbones():
     register_backbone("test_heads_tiny_cnn")(lambda name, pretrained=True, weights=None: TinyCNN(name))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest, and several contend badly on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def images(seed: int, n: int = 3) -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,6 +39,8 @@ from zsiqa.metric import FRMetric
 from zsiqa.metrics import correlations
 from zsiqa.transforms import make_transform
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 BACKBONE = "test_training_multiscale"
 N_REFS, PER_REF, SIZE = 12, 8, 32
 
@@ -126,15 +128,6 @@ def make_cfg(tmp_path: Path, root: Path, *args: str) -> dict:
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:
     return write_dataset(tmp_path / "data")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """32-px images: one thread is fastest, and several contend badly on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------------------------------------------- losses
