@@ -19,7 +19,7 @@ configs/<group>/ (a comma list runs the grid of all combinations):
   transform=NAME[@AMOUNT]   none, tra, sca, rot (paper: 1 % / 1 deg) or translate, rotate, scale, scale_keep,
                             perspective, elastic, crop, retarget (e.g. transform=none,rotate@5,translate@2)
   logger=csv|wandb
-  experiment=NAME           a preset grid from configs/experiment/ ({', '.join(sorted(p.stem for p in (CONFIG_DIR / 'experiment').glob('*.yaml')))})
+  experiment=NAME           a preset grid from configs/experiment/ ({', '.join(sorted(p.stem for p in (CONFIG_DIR / 'experiment').glob('*.yaml') if not p.stem.startswith('train_')))})
 Options:
   distance=l2,cos,...       distance heads (`zsiqa list`); all scored from the same features
   baselines=psnr,ssim       full-image classics ([] for none: baselines=[])

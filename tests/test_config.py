@@ -42,5 +42,7 @@ def test_clear_errors():
         load_grid("evaluate", ["bakbone=x"])
     with pytest.raises(ValueError, match="data='tid2014'.*choose one of"):
         load_grid("evaluate", ["data=tid2014"])
+    with pytest.raises(ValueError, match="transform='rotate' needs an amount: transform=rotate@AMOUNT"):
+        load_grid("evaluate", ["transform=rotate"])
     with pytest.raises(ValueError, match="not a section"):
         load_grid("evaluate", ["preset.x=1"])

@@ -1,6 +1,7 @@
 """Correlations against scipy, sign conventions, the logistic fit, and exact de-duplicated gathering across processes."""
 import datetime
 import importlib
+import math
 import tempfile
 from pathlib import Path
 
@@ -194,3 +195,8 @@ def test_two_process_gloo_equals_single_process():
                 assert correlations(got["score"], got["label"], True, True) == correlations(
                     expected["score"], expected["label"], True, True
                 )
+
+
+def test_three_items_give_correlations_without_a_logistic_fit():
+    out = correlations([1.0, 2.0, 3.5], [1.0, 2.0, 3.0], pred_lower_better=True, label_lower_better=True)
+    assert out["srcc"] == pytest.approx(1.0) and out["fit_ok"] is False and math.isnan(out["plcc_fit"])

@@ -108,11 +108,11 @@ def test_geometric_suite_grid_writes_its_table(tmp_path, demo_root):
 
 @pytest.mark.slow
 def test_two_process_ddp_equals_one_process(tmp_path, demo_root):
-    def run(devices):
-        out = tmp_path / f"d{devices}"
+    def run(devices, *extra):
+        out = tmp_path / f"d{devices}{len(extra)}"
         cmd = [sys.executable, "evaluate.py", f"backbone={BACKBONE}", "backbone.pretrained=false", "distance=l2,skld",
                "baselines=psnr", f"data.root={demo_root}", "data.limit=13", f"run.out={out}", "run.batch_size=3",
-               "run.num_workers=0", "run.accelerator=cpu", f"run.devices={devices}"]
+               "run.num_workers=0", "run.accelerator=cpu", f"run.devices={devices}", *extra]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
         subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
         run_dir = out / "demo" / "none" / "timm-vit_tiny_patch16_224_paper"
@@ -123,6 +123,8 @@ def test_two_process_ddp_equals_one_process(tmp_path, demo_root):
     assert sum2["world_size"] == 2 and len(rows2) == 13
     assert rows1 == rows2  # identical per-image scores, bit for bit, nothing repeated or missing
     assert sum1["metrics"] == sum2["metrics"]
+    rows, summary = run(2, "data.limit=2")  # one batch: process 1 has nothing to do, which must not fail
+    assert summary["world_size"] == 2 and rows == rows1[:2]
 
 
 @pytest.mark.slow
@@ -151,3 +153,29 @@ def test_wandb_offline_run_has_config_summary_table_and_plot(tmp_path, demo_root
     for text in ("l2/srcc", "psnr/plcc_fit", "timm:vit_tiny_patch16_224", "zero-shot", "g1", "preset"):
         assert text.encode() in blob, text
     assert summary["metrics"]["l2"]["n_scored"] == 10
+
+
+def test_resume_false_replaces_results_of_another_configuration(tmp_path, demo_root):
+    run_cell(cell(tmp_path, demo_root))
+    summary = run_cell(cell(tmp_path, demo_root, "distance=l2", "run.resume=false"))
+    rows = read_scores(tmp_path / "demo" / "none" / "timm-vit_tiny_patch16_224_paper" / "scores.csv")
+    assert summary["pairs_scored_now"] == 10 and "l2" in rows[0] and "cos" not in rows[0]
+
+
+def test_grid_cells_never_share_a_run_folder(tmp_path, demo_root):
+    cells = load_grid("evaluate", [f"backbone={BACKBONE}", f"data.root={demo_root}", f"run.out={tmp_path}",
+                                   "run.precision=fp32,bf16"])
+    with pytest.raises(ValueError, match="cells 1 and 2 would write to the same folder"):
+        run_grid(cells)
+
+
+def test_vgg16_deepssim_metric_is_the_official_deepssim(demo_root):
+    from zsiqa.distances.deepssim import deepssim_score
+
+    metric = create_metric("vgg16", "deepssim", pretrained=False, device="cpu")  # ImageNet-normalised under any preset
+    assert metric.normalize
+    ref, dis = demo_root / "ref" / "coffee.png", demo_root / "dis" / "coffee_blur_2.png"
+    from zsiqa.io import to_batch
+
+    expected = deepssim_score(metric.backbone, to_batch(ref), to_batch(dis))
+    assert float(metric(ref, dis)[0]) == pytest.approx(float(expected[0]), rel=1e-6)

@@ -64,6 +64,11 @@ def test_layer_terms_sum_to_score(tiny_backbone):
         make(tiny_backbone, "skld").layer_terms(fr, fd)
 
 
+def test_default_stride_is_official_but_capped_at_the_window(tiny_backbone):
+    assert make(tiny_backbone).stride == 32  # TinyViT windows are 32 px; the paper's 224-px windows get 200
+    assert make(tiny_backbone, stride=16).features(torch.rand(1, 3, 64, 64)).num_windows == 9
+
+
 def test_paper_preset_feeds_raw_pixels_and_fixed_preset_normalises(tiny_backbone):
     img = torch.rand(1, 3, 32, 32)
     raw = make(tiny_backbone).features(img).taps
@@ -89,8 +94,12 @@ def test_clear_errors(tiny_backbone):
     metric = make(tiny_backbone)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         metric(torch.rand(1, 3, 32, 32) * 255, torch.rand(1, 3, 32, 32))
-    with pytest.raises(ValueError, match="different windows"):
+    with pytest.raises(ValueError, match="differ in size.*align='resize'"):
         metric(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 32, 64))
+    with pytest.raises(ValueError, match="different windows"):
+        metric.score_features(metric.features(torch.rand(1, 3, 64, 64)), metric.features(torch.rand(1, 3, 32, 64)))
+    with pytest.raises(ValueError, match="stride must be in 1..32"):
+        make(tiny_backbone, stride=33)
     with pytest.raises(ValueError, match="2 references for 3"):
         metric(torch.rand(2, 3, 32, 32), torch.rand(3, 3, 32, 32))
     with pytest.raises(ValueError, match="preset"):

@@ -13,7 +13,7 @@ def _score(args: argparse.Namespace) -> int:
     backbone = args.backbone or (None if args.head else "dino_vitb16")
     metric = create_metric(
         backbone, args.distance, pretrained=not args.random_init, weights=args.weights,
-        device=args.device, preset=args.preset, head=args.head,
+        device=args.device, preset=args.preset, head=args.head, align=args.align,
     )
     score = float(metric(args.ref, args.dis)[0])
     direction = "lower = better" if metric.lower_better else "higher = better"
@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--head", default=None, help="a head.pt from train.py (it decides backbone/distance/preset)")
     score.add_argument("--weights", default=None, help="local checkpoint file instead of the hub weights")
     score.add_argument("--random-init", action="store_true", help="random weights (smoke tests only)")
+    score.add_argument("--align", default="error", choices=["error", "resize"],
+                       help="different sizes: error, or resize the distorted image to the reference (window heads)")
     score.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     score.add_argument("-q", "--quiet", action="store_true", help="print the number only")
     score.set_defaults(func=_score)

@@ -109,5 +109,10 @@ def load_grid(main: str, args: list[str], config_dir: Path = CONFIG_DIR) -> list
             cfg[group] = resolve_group(group, name, config_dir)
         for key, value in zip(dotted_values, combo[len(axes):]):
             _set_dotted(cfg, key, _parse_value(value) if isinstance(value, str) else value)
+        t = cfg.get("transform")
+        if isinstance(t, dict) and "amount" not in t:
+            raise ValueError(f"transform={t['name']!r} needs an amount: transform={t['name']}@AMOUNT or transform.amount=... "
+                             "(units in zsiqa/transforms.py, e.g. rotate@5 = 5 degrees); only none, tra, sca and rot have "
+                             "a default (configs/transform/)")
         cells.append(cfg)
     return cells

@@ -22,6 +22,28 @@ PRESETS: dict[str, dict] = {
     "fixed": {"normalize": True, "paper_dtype": False, "fp32_distances": True, "fixed_variants": True},
 }
 FIXED_VARIANTS = {"cos": "cos_channel", "swd": "swd_fixed"}
+
+
+def align_pair(ref: torch.Tensor, dis: torch.Tensor, policy: str, what: str) -> torch.Tensor:
+    """``dis`` ready to compare with ``ref`` window by window: unchanged when the sizes match; else resized to the
+    reference (``policy="resize"``, bilinear with antialiasing) or a clear error (``policy="error"``)."""
+    if ref.shape[-2:] == dis.shape[-2:]:
+        return dis
+    if policy != "resize":
+        raise ValueError(
+            f"reference {tuple(ref.shape[-2:])} and distorted {tuple(dis.shape[-2:])} images differ in size and {what} "
+            "compares the same windows of both; use align='resize' (the distorted image is resized to the reference) "
+            "or a size-free head such as 'deepssim'"
+        )
+    return F.interpolate(dis, size=ref.shape[-2:], mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+
+
+def resolve_distance(name: str, preset: str) -> str:
+    """The distance a preset actually runs: ``fixed`` swaps a head for its fixed variant where one exists."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return FIXED_VARIANTS.get(name, name) if PRESETS[preset]["fixed_variants"] else name
+OFFICIAL_STRIDE = 200
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -43,15 +65,13 @@ class Features:
         taps = [t.unsqueeze(0).expand(n, *t.shape).reshape(n * t.shape[0], *t.shape[1:]) for t in self.taps]
         return Features(taps, n, self.num_windows, self.size)
 
-    def to(self, device: torch.device | str) -> "Features":
-        return Features([t.to(device) for t in self.taps], self.num_images, self.num_windows, self.size)
-
 
 class FRMetric(nn.Module):
     """A zero-shot full-reference metric: ``metric(ref, dis) -> [N]`` scores.
 
     ``lower_better`` says the direction (True for distances, False for similarities such as DeepSSIM).
-    Windows: the backbone's own window (224 for the paper's models) with ``stride``; images smaller than the
+    Windows: the backbone's own window (224 for the paper's models) with ``stride`` (default 200, the official value,
+    capped at the window); images smaller than the
     window are zero-padded (``zsiqa.windows.pad_to_window``). ``max_windows_per_batch`` bounds memory on huge images.
     """
 
@@ -62,7 +82,7 @@ class FRMetric(nn.Module):
         preset: str = "paper",
         normalize: bool | None = None,
         precision: str | None = None,
-        stride: int = 200,
+        stride: int | None = None,
         max_windows_per_batch: int = 64,
         align: str = "error",
     ) -> None:
@@ -75,11 +95,17 @@ class FRMetric(nn.Module):
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)} or None, got {precision!r}")
         if max_windows_per_batch < 1:
             raise ValueError(f"max_windows_per_batch must be >= 1, got {max_windows_per_batch}")
+        if stride is None:  # the official 200 px, or the window if smaller (a stride above the window leaves gaps)
+            stride = min(OFFICIAL_STRIDE, backbone.window or OFFICIAL_STRIDE)
+        if backbone.window is not None and not 0 < stride <= backbone.window:
+            raise ValueError(f"stride must be in 1..{backbone.window} (the window), got {stride}: a larger one leaves pixels unscored")
         cfg = PRESETS[preset]
         self.backbone = backbone
         self.distance = distance
         self.preset = preset
-        self.normalize = cfg["normalize"] if normalize is None else normalize
+        # DeepSSIM's VGG16 is defined on ImageNet-normalised input, so it is normalised under every preset.
+        default = cfg["normalize"] or backbone.requires_normalization
+        self.normalize = default if normalize is None else normalize
         self.precision = precision
         self.stride = stride
         self.max_windows_per_batch = max_windows_per_batch
@@ -180,15 +206,11 @@ class FRMetric(nn.Module):
         terms = self.distance.channel_terms(ref.taps, dis.taps)
         return [t.float().view(ref.num_images, ref.num_windows, -1).mean(1) for t in terms]
 
-    def _aligned(self, ref: ImageLike, dis: ImageLike) -> tuple[torch.Tensor, torch.Tensor]:
-        r, d = to_batch(ref, "ref"), to_batch(dis, "dis")
-        if r.shape[-2:] != d.shape[-2:] and self.align == "resize" and self.distance.kind != "image":
-            d = F.interpolate(d, size=r.shape[-2:], mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
-        return r, d
-
     def forward(self, ref: ImageLike | list[ImageLike], dis: ImageLike | list[ImageLike]) -> torch.Tensor:
         """Score pairs: ``ref`` and ``dis`` are ``[N,3,H,W]`` tensors in [0,1], paths or PIL images (``ref`` may be one image)."""
-        r, d = self._aligned(ref, dis)
+        r, d = to_batch(ref, "ref"), to_batch(dis, "dis")
+        if self.distance.kind != "image":
+            d = align_pair(r, d, self.align, f"distance {self.distance.name!r}")
         if r.shape[0] not in (1, d.shape[0]):
             raise ValueError(f"got {r.shape[0]} references for {d.shape[0]} distorted images; give 1 or the same number")
         return self.score_features(self.features(r), self.features(d))
@@ -218,12 +240,8 @@ def create_metric(
     else:
         if backbone is None:
             raise ValueError("create_metric needs a backbone name (see zsiqa.list_backbones()) or head=<train.py head.pt>")
-        distance = "l2" if distance is None else distance
         preset = "paper" if preset is None else preset
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-        if PRESETS[preset]["fixed_variants"] and distance in FIXED_VARIANTS:
-            distance = FIXED_VARIANTS[distance]
+        distance = resolve_distance("l2" if distance is None else distance, preset)
         metric = FRMetric(create_backbone(backbone, pretrained=pretrained, weights=weights), get_distance(distance),
                           preset=preset, **options)
     if device is None:

@@ -8,8 +8,6 @@ from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class Backbone(nn.Module):
@@ -21,6 +19,8 @@ class Backbone(nn.Module):
     ``x`` is ``[B, 3, h, w]`` RGB already preprocessed by the caller (see ``mean``/``std``).
     ``window`` is the crop size the model runs on (224 for the paper's models) or ``None`` for the whole image.
     ``paper_dtype`` is the dtype the official code ran the model in (fp16 only for OpenAI CLIP, on CUDA).
+    ``requires_normalization``: the method defines the model on mean/std-normalised input under every preset (DeepSSIM's
+    VGG16); the ZS-IQA models get raw [0, 1] pixels under ``preset=paper``, as the official code fed them.
     """
 
     layout: str = "tokens"
@@ -28,6 +28,7 @@ class Backbone(nn.Module):
     std: tuple[float, float, float] = IMAGENET_STD
     window: int | None = 224
     paper_dtype: torch.dtype = torch.float32
+    requires_normalization: bool = False
 
     def __init__(self, name: str) -> None:
         super().__init__()

@@ -26,6 +26,7 @@ class VGG16(Backbone):
 
     layout = "maps"
     window = None
+    requires_normalization = True
 
     def __init__(self, name: str, features: nn.Sequential) -> None:
         super().__init__(name)

@@ -6,7 +6,6 @@ exactly the batches a single process would, and no pair is repeated or missing (
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Callable, Iterable
 
@@ -28,8 +27,8 @@ class ShardBatchSampler(Sampler[list[int]]):
     """Contiguous whole batches for one process: the processes together cover every batch exactly once."""
 
     def __init__(self, batches: list[list[int]], rank: int, world_size: int) -> None:
-        per = math.ceil(len(batches) / world_size) if batches else 0
-        self.batches = batches[rank * per : (rank + 1) * per]
+        n = len(batches)
+        self.batches = batches[rank * n // world_size : (rank + 1) * n // world_size]
 
     def __iter__(self):
         return iter(self.batches)
@@ -81,7 +80,7 @@ class FRDataModule(L.LightningDataModule):
         if self.items is not None:
             return
         items = read_dataset(self.name, self.root, **self.reader_options)
-        self.items = items[: int(self.limit)] if self.limit else items
+        self.items = items if self.limit is None else items[: int(self.limit)]
         reference_paths(self.items)  # one ref_id must mean one file: reference features are cached by ref_id
         self.by_index = {it.index: it for it in self.items}
         self.batches = plan_batches(self.items, self.skip, self.batch_size)

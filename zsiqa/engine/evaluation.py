@@ -12,10 +12,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
 from ..baselines import Baseline
-from ..metric import Features, FRMetric
+from ..metric import Features, FRMetric, align_pair
 from ..reporting.results import ScoreWriter
 
 
@@ -42,8 +41,17 @@ class EvaluationModule(L.LightningModule):
         self.align = align
         self._cache: OrderedDict = OrderedDict()
         self.ref_feature_computations = 0
-        self.pairs_done = 0
         self.writer: ScoreWriter | None = None
+        # With N processes a small (or nearly finished) run can leave a process without batches: that is fine here.
+        self.allow_zero_length_dataloader_with_multiple_devices = True
+        dtypes = {}
+        for name, m in metrics.items():
+            dtypes.setdefault(id(m.backbone), set()).add(m.model_dtype())  # the backbone is cast in place
+        if any(len(v) > 1 for v in dtypes.values()):
+            raise ValueError(
+                "metrics sharing one backbone ask for different precisions (e.g. a head trained with another "
+                "run.precision or preset); set run.precision to the head's, or evaluate the head in its own run"
+            )
 
     @property
     def score_columns(self) -> list[str]:
@@ -67,7 +75,7 @@ class EvaluationModule(L.LightningModule):
         groups: dict[tuple, list[str]] = defaultdict(list)
         for name, m in self.metrics.items():
             kind = "embed" if m.distance.kind == "embed" else "taps"
-            settings = tuple(sorted((k, str(v)) for k, v in m.config().items() if k != "distance"))
+            settings = tuple(sorted((k, str(v)) for k, v in m.config().items() if k not in ("distance", "head")))
             groups[(kind, m.distance.kind != "image", settings)].append(name)
         return groups
 
@@ -82,29 +90,18 @@ class EvaluationModule(L.LightningModule):
             self._cache.popitem(last=False)
         return feats
 
-    def _aligned(self, ref: torch.Tensor, dis: torch.Tensor, what: str) -> torch.Tensor:
-        if ref.shape[-2:] == dis.shape[-2:]:
-            return dis
-        if self.align != "resize":
-            raise ValueError(
-                f"reference {tuple(ref.shape[-2:])} and distorted {tuple(dis.shape[-2:])} differ in size and {what} "
-                "compares aligned images; set align=resize (distorted resized to the reference) or use a size-free "
-                "head such as deepssim"
-            )
-        return F.interpolate(dis, size=ref.shape[-2:], mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
-
     def score_group(self, ref_id: str, ref: torch.Tensor, dis: torch.Tensor) -> dict[str, torch.Tensor]:
         """All scores for distorted images ``dis`` [n,3,H,W] of one reference ``ref`` [1,3,H,W]."""
         scores: dict[str, torch.Tensor] = {}
         for group, names in self._feature_groups().items():
             first = self.metrics[names[0]]
-            d = self._aligned(ref, dis, f"distance {names[0]!r}") if group[1] else dis
+            d = align_pair(ref, dis, self.align, f"distance {names[0]!r}") if group[1] else dis
             f_ref = self._ref_features((group, ref_id, tuple(ref.shape)), first, ref)
             f_dis = first.features(d)
             for name in names:
                 scores[name] = self.metrics[name].score_features(f_ref, f_dis)
         for b in self.baselines:
-            d = self._aligned(ref, dis, f"baseline {b.name!r}")
+            d = align_pair(ref, dis, self.align, f"baseline {b.name!r}")
             scores[b.name] = b.fn(ref.expand(len(d), -1, -1, -1), d).float()
         return scores
 
@@ -122,7 +119,6 @@ class EvaluationModule(L.LightningModule):
                 row.update({name: repr(float(v[j])) for name, v in scores.items()})
                 rows.append(row)
         self.writer.write(rows)
-        self.pairs_done += len(batch)
 
 
 class PairProgress(L.Callback):

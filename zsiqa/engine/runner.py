@@ -15,7 +15,7 @@ from ..backbones import create_backbone
 from ..baselines import get_baseline
 from ..data.datamodule import FRDataModule
 from ..distances import get_distance
-from ..metric import FIXED_VARIANTS, PRESETS, FRMetric
+from ..metric import FRMetric, resolve_distance
 from ..reporting.results import ITEM_COLUMNS, merge_parts, read_rows
 from ..reporting.summary import markdown_table, scatter_plot, summarize, write_summary
 from ..transforms import TRANSFORMS, make_transform
@@ -23,6 +23,12 @@ from .evaluation import EvaluationModule, PairProgress
 
 # Config keys that determine the scores: a run folder holding results of other values cannot be resumed.
 SCORE_KEYS = ("backbone", "distance", "baselines", "preset", "head", "data", "transform", "align")
+SCORE_RUN_KEYS = ("precision", "seed", "max_windows_per_batch")  # run.* keys that change scores (seed: paper swd)
+
+
+def score_settings(cfg: dict) -> dict:
+    """Everything in a config that changes the scores."""
+    return {**{k: cfg.get(k) for k in SCORE_KEYS}, **{f"run.{k}": cfg["run"].get(k) for k in SCORE_RUN_KEYS}}
 
 
 def transform_label(t: dict) -> str:
@@ -67,8 +73,7 @@ def build_metrics(cfg: dict, device: str | torch.device) -> dict[str, FRMetric]:
     backbone = create_backbone(bcfg["name"], pretrained=bcfg.get("pretrained", True), weights=bcfg.get("weights"))
     metrics = {}
     for name in cfg["distance"]:
-        if PRESETS[cfg["preset"]]["fixed_variants"] and name in FIXED_VARIANTS:
-            name = FIXED_VARIANTS[name]
+        name = resolve_distance(name, cfg["preset"])
         metrics[name] = FRMetric(
             backbone, get_distance(name), preset=cfg["preset"], precision=cfg["run"].get("precision"),
             max_windows_per_batch=cfg["run"]["max_windows_per_batch"],
@@ -84,8 +89,8 @@ def _check_resumable(run_dir: Path, cfg: dict) -> None:
     saved_path = run_dir / "config.yaml"
     if not saved_path.exists():
         return
-    saved = yaml.safe_load(saved_path.read_text())
-    diff = [k for k in SCORE_KEYS if saved.get(k) != cfg.get(k)]
+    saved, now = score_settings(yaml.safe_load(saved_path.read_text())), score_settings(cfg)
+    diff = [k for k in now if saved.get(k) != now[k]]
     if diff:
         raise ValueError(
             f"{run_dir} holds results of a different configuration ({', '.join(diff)} differ); "
@@ -93,7 +98,13 @@ def _check_resumable(run_dir: Path, cfg: dict) -> None:
         )
 
 
-def _align(cfg: dict) -> str:
+def _is_rank0_launcher() -> bool:
+    """True in the process that starts a run (Lightning's DDP launcher gives the others LOCAL_RANK / NODE_RANK > 0)."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def align_policy(cfg: dict) -> str:
+    """``align=auto``: resize the distorted image to the reference only for transforms that change its size."""
     align = cfg.get("align", "auto")
     if align == "auto":
         name = cfg["transform"]["name"]
@@ -107,10 +118,11 @@ def run_cell(cfg: dict) -> dict | None:
     L.seed_everything(run.get("seed", 0), verbose=False)  # the paper's swd draws from the global RNG, seeded 0
     data, tcfg = cfg["data"], cfg["transform"]
     run_dir = run_dir_for(cfg)
-    if not run.get("resume", True) and run_dir.exists():
-        for p in [run_dir / "scores.csv", *run_dir.glob("parts/rank*.csv")]:
+    if run.get("resume", True):
+        _check_resumable(run_dir, cfg)
+    elif run_dir.exists() and _is_rank0_launcher():
+        for p in [run_dir / "scores.csv", run_dir / "config.yaml", *run_dir.glob("parts/rank*.csv")]:
             p.unlink(missing_ok=True)
-    _check_resumable(run_dir, cfg)
     done = set(read_rows(run_dir)) if run_dir.exists() else set()
     datamodule = FRDataModule(
         data["name"], data_root(data), limit=data.get("limit"),
@@ -128,11 +140,13 @@ def run_cell(cfg: dict) -> dict | None:
     rank0 = trainer.global_rank == 0
     if rank0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        tmp = run_dir / "config.yaml.tmp"
+        tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        tmp.replace(run_dir / "config.yaml")
     metrics = build_metrics(cfg, trainer.strategy.root_device)
     baselines = [get_baseline(b) for b in cfg["baselines"]]
     module = EvaluationModule(
-        metrics, baselines, run_dir, transform_label=transform_label(tcfg), ref_cache=run["ref_cache"], align=_align(cfg),
+        metrics, baselines, run_dir, transform_label=transform_label(tcfg), ref_cache=run["ref_cache"], align=align_policy(cfg),
     )
     todo = sum(len(b) for b in datamodule.batches)
     if rank0:
@@ -197,6 +211,16 @@ def grid_table(results: list[dict]) -> str:
 
 
 def run_grid(cells: list[dict]) -> list[dict]:
+    """Run every cell in turn and print one paper-shaped table; cells must not share a run folder."""
+    folders: dict[Path, int] = {}
+    for i, cfg in enumerate(cells):
+        j = folders.setdefault(run_dir_for(cfg), i)
+        if j != i:
+            raise ValueError(
+                f"grid cells {j + 1} and {i + 1} would write to the same folder {run_dir_for(cfg)}: a grid varies backbone, "
+                "data and transform (which name the folder); run other axes (or a grid with run.name) as separate commands "
+                "with their own run.out"
+            )
     results = [r for r in (run_cell(cfg) for cfg in cells) if r is not None]
     if len(cells) > 1 and results:
         text = grid_table(results)

@@ -68,6 +68,8 @@ def fit_logistic(pred: ArrayLike, label: ArrayLike) -> np.ndarray:
         raise ValueError(f"pred and label must have the same length, got {x.size} and {y.size}")
     _check_finite(x, "pred")
     _check_finite(y, "label")
+    if x.size < 4:
+        raise ValueError(f"a 4-parameter logistic needs at least 4 items, got {x.size}")
     mx, sx, my, sy = x.mean(), x.std(), y.mean(), y.std()
     if sx == 0 or sy == 0:
         raise ValueError("cannot fit a logistic: pred or label is constant")
@@ -119,7 +121,7 @@ def correlations(
     }
     try:
         params = fit_logistic(x, y)
-    except RuntimeError:
+    except (RuntimeError, ValueError):  # no convergence, or too few items for 4 parameters: reported as fit_ok=False
         params = None
     if params is not None and np.all(np.isfinite(params)):
         fitted = logistic4(x, *params)

@@ -35,13 +35,16 @@ class ScoreWriter:
         self._file.close()
 
 
+def _complete_lines(text: str) -> str:
+    """An interruption can leave half a row at the end of a file: drop it (its pair is computed again)."""
+    return text if not text or text.endswith("\n") else text[: text.rfind("\n") + 1]
+
+
 def _drop_partial_line(path: Path) -> None:
-    """An interruption can leave half a row at the end of a part file: cut it (its pair is computed again)."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+    if path.exists():
+        text = path.read_text()
+        if _complete_lines(text) != text:
+            path.write_text(_complete_lines(text))
 
 
 def _check_header(path: Path, columns: list[str]) -> None:
@@ -59,9 +62,7 @@ def read_rows(run_dir: Path) -> dict[int, dict]:
     for path in paths:
         if not path.exists():
             continue
-        text = path.read_text()
-        if not text.endswith("\n"):
-            text = text[: text.rfind("\n") + 1]  # half a row from an interruption: computed again
+        text = _complete_lines(path.read_text())
         for line_no, row in enumerate(csv.DictReader(text.splitlines()), start=2):
             if None in row or any(v is None for v in row.values()):
                 raise ValueError(f"{path}:{line_no}: row has the wrong number of fields; delete the line or the run folder")
