@@ -63,6 +63,8 @@ class FRDataModule(L.LightningDataModule):
         super().__init__()
         if name not in DATASETS:
             raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+        if limit is not None and int(limit) < 1:
+            raise ValueError(f"data.limit must be a positive number of pairs (or null for all), got {limit}")
         self.name, self.root, self.limit = name, root, limit
         self.pair_transform = pair_transform
         self.batch_size, self.num_workers = batch_size, num_workers
