@@ -13,8 +13,8 @@ HELP = f"""usage: python train.py [key=value ...]
 
 Learns non-negative weights on the per-layer (or per-channel) distance terms of a frozen backbone from subjective
 scores. Untrained, the head equals the zero-shot metric (all weights 1). The backbone runs once per dataset: its
-terms are cached (<run.out>/cache, keyed by backbone weights, preset, windows, distance, data and transform) and
-every epoch trains on the cache.
+terms are cached (<run.out>/cache, keyed by backbone weights, preset, precision, windows, distance, data, transform
+and the code that computes them) and every epoch trains on the cache.
 
 Configuration: {CONFIG_DIR}/train.yaml, overridden by key=value arguments. Groups take a name from configs/<group>/
 (a comma list runs the grid of all combinations):
@@ -36,9 +36,11 @@ Dotted keys reach inside groups and sections, e.g.:
   optim.lr=0.1 optim.batch_size=128 optim.max_epochs=100 optim.patience=10 optim.weight_decay=0.01
   run.out=runs/train run.name=myrun run.resume=false run.accelerator=gpu run.batch_size=32 run.cache_dir=/fast/cache
   logger.project=zsiqa logger.group=sweep1 logger.mode=offline
-Results: <run.out>/<data>/<backbone>_<distance>_<preset>_<head>_<loss>_<hash of split+optim>/ holds config.yaml,
-split.json, checkpoints/ (best.ckpt, last.ckpt: head only, kilobytes; an interrupted run resumes from last.ckpt),
-head.pt, summary.json, val_scores.csv, test.md, test_scores/ and layer_weights.png. Benchmark a head with
+Results: <run.out>/<data>/<backbone>_<distance>_<preset>_<head>_<loss>[_<transform>]_<hash of split+optim>/
+(_<transform> as NAME@AMOUNT, left out for none) holds config.yaml, metric.json (metric settings and backbone weights
+fingerprint: a rerun with others is refused), split.json, checkpoints/ (best.ckpt, last.ckpt: head only, kilobytes;
+an interrupted run resumes from last.ckpt), head.pt, summary.json, val_scores.csv, test.md, test_scores/ and
+layer_weights.png. Benchmark a head with
   python evaluate.py backbone=NAME distance=l2 head=<run>/head.pt data=...
 or in Python: zsiqa.create_metric(head="<run>/head.pt").
 """

@@ -443,6 +443,45 @@ def test_layer_and_channel_terms_sum_to_the_score(name, layout):
     torch.testing.assert_close(torch.stack([c.sum(1) for c in channels], 1), layers)
 
 
+def zeroed_feats(layout, dtype):
+    """Features with all-zero vectors (ReLU over black regions): in both images, in ref only, in dis only."""
+    ref, dis = token_feats(m=3) if layout == "tokens" else map_feats(m=3)
+    ref, dis = [r.to(dtype) for r in ref], [d.to(dtype) for d in dis]
+    for r, d in zip(ref, dis):
+        # window m is [T, C] (tokens: zero two tokens) or [C, H, W] (maps: zero two rows of positions, all channels)
+        pos = (slice(0, 2),) if layout == "tokens" else (slice(None), slice(0, 2))
+        r[0][pos] = 0
+        d[0][pos] = 0
+        r[1][pos] = 0
+        d[2][pos] = 0
+    return ref, dis
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+@pytest.mark.parametrize("name, layout", [("cos", "tokens"), ("cos_channel", "tokens"), ("cos_channel", "maps")])
+def test_channel_terms_sum_to_the_layer_term_with_zero_feature_vectors(name, layout, dtype):
+    ref, dis = zeroed_feats(layout, dtype)
+    head = get_distance(name)
+    layers = head.layer_terms(ref, dis).double()
+    channels = torch.stack([c.double().sum(1) for c in head.channel_terms(ref, dis)], 1)
+    tol = {"rtol": 1e-3, "atol": 1e-4} if dtype == torch.float16 else {"rtol": 1e-12, "atol": 1e-12}
+    torch.testing.assert_close(channels, layers, **tol)
+    if dtype == torch.float64:  # zero vectors: 1 - cos = 1 (F.cosine_similarity's eps) ...
+        assert (layers[:, 0] > 0.1).all()
+    else:  # ... but in fp16 the eps underflows, the cosine is NaN and the guard skips those positions
+        assert torch.isfinite(channels).all()
+
+
+@pytest.mark.parametrize("layout", ["tokens", "maps"])
+def test_channel_terms_of_all_zero_features_are_one_over_c(layout):
+    ref = [torch.zeros(1, 3, 4)] if layout == "tokens" else [torch.zeros(1, 4, 2, 3)]
+    one_side = [torch.ones_like(ref[0])]
+    head = get_distance("cos_channel")
+    for r, d in ((ref, ref), (ref, one_side), (one_side, ref)):  # 1 - cos = 1: the shares 0 or 1/2 are topped up
+        assert head.layer_terms(r, d).tolist() == [[1.0]]
+        assert head.channel_terms(r, d)[0].tolist() == [[0.25] * 4]
+
+
 @pytest.mark.parametrize("name", ["skld", "jsd", "wsd", "swd", "swd_fixed"])
 def test_maps_construction_runs_on_differently_shaped_layers(name):
     ref, dis = map_feats(m=2)
@@ -478,6 +517,10 @@ def test_bad_inputs_raise_clear_errors():
         fn("skld")([ref[0], ref[1][:, :9]], [dis[0], dis[1][:, :9]])
     with pytest.raises(ValueError, match="rounds to zero"):
         fn("jsd")([randn(1, 3, 16)], [randn(1, 3, 16)])
+    for t, c in ((4, 16), (16, 4)):  # round(4/8) = 0 (half to even): 5 is the least that works
+        with pytest.raises(ValueError, match="at least 5 tokens"):
+            fn("skld")([randn(1, t, c)], [randn(1, t, c, seed=1)])
+    assert torch.isfinite(fn("skld")([randn(1, 5, 5)], [randn(1, 5, 5, seed=1)])).all()
     with pytest.raises(ValueError, match="one embedding"):
         fn("embed_cos")(ref, dis)
     with pytest.raises(ValueError, match="lists"):

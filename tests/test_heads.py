@@ -72,6 +72,33 @@ def test_untrained_head_reproduces_the_zero_shot_scores(tiny_backbone, net, dist
     assert trained.lower_better and trained.distance.kind == "window"
 
 
+class ReluCNN(TinyCNN):
+    """TinyCNN with ReLU and no biases: black regions give all-zero feature vectors (the step-0 hole of cos heads)."""
+
+    def __init__(self) -> None:
+        super().__init__("test_heads_relu_cnn")
+        with torch.no_grad():
+            self.c1.bias.zero_()
+            self.c2.bias.zero_()
+
+    def taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        a = torch.relu(self.c1(x))
+        return [a, torch.relu(self.c2(a))]
+
+
+@pytest.mark.parametrize("channels", [False, True])
+def test_untrained_head_reproduces_the_zero_shot_scores_over_black_regions(channels):
+    backbone = ReluCNN().freeze()
+    ref, dis = images(4, 2)
+    ref[..., :, :36] = 0  # black in both images: zero feature vectors where 1 - cos = 1 (eps) in the zero-shot score
+    dis[..., :, :36] = 0
+    zero_shot = FRMetric(backbone, get_distance("cos_channel")).eval()
+    f_ref = zero_shot.features(ref)
+    assert (f_ref.taps[0].flatten(2).norm(dim=1) == 0).float().mean() > 0.3
+    trained = TrainedMetric(backbone, get_distance("cos_channel"), untrained(zero_shot, channels)).eval()
+    torch.testing.assert_close(trained(ref, dis), zero_shot(ref, dis), rtol=1e-6, atol=1e-7)
+
+
 def test_weights_start_at_exactly_one_and_stay_positive():
     head = TermWeights(3, [4, 5, 6])
     assert torch.equal(head.layer_weights(), torch.ones(3))

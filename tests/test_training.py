@@ -6,7 +6,9 @@ respond differently to fine and coarse distortions; images are 32 px, so every r
 from __future__ import annotations
 
 import csv
+import inspect
 import json
+import re
 from pathlib import Path
 
 import lightning as L
@@ -20,9 +22,10 @@ from torch import nn
 from zsiqa.backbones import list_backbones, register_backbone
 from zsiqa.backbones.base import Backbone
 from zsiqa.config import load_grid
-from zsiqa.data import read_dataset
+from zsiqa.data import PairDataset, read_dataset
 from zsiqa.data.datamodule import FRDataModule
 from zsiqa.distances import get_distance
+from zsiqa.engine import training
 from zsiqa.engine.losses_mos import fidelity_loss, plcc_loss, srcc_loss
 from zsiqa.engine.training import (
     EpochShuffle,
@@ -31,11 +34,12 @@ from zsiqa.engine.training import (
     expand_sweep,
     split_by_reference,
     term_cache_key,
+    terms_code_digest,
     train_dir_for,
     train_run,
 )
 from zsiqa.heads import read_head
-from zsiqa.metric import FRMetric
+from zsiqa.metric import FIXED_VARIANTS, PRESETS, FRMetric, resolve_distance
 from zsiqa.metrics import correlations
 from zsiqa.transforms import make_transform
 
@@ -233,6 +237,54 @@ def test_cache_hits_without_the_backbone_and_invalidates_on_backbone_preset_data
     assert not torch.equal(changed[-1][0].layer[0], table.layer[0])
 
 
+def test_cache_key_follows_the_code_that_computes_terms(dataset, tmp_path, monkeypatch, tiny_backbone):
+    metric, data = metric_for(MultiScaleCNN()), demo_data(dataset)
+    digest = terms_code_digest(metric.backbone)
+    assert re.fullmatch("[0-9a-f]{16}", digest) and terms_code_digest(MultiScaleCNN(seed=1)) == digest
+    assert terms_code_digest(tiny_backbone) != digest  # the module that defines the backbone's class counts
+    source = inspect.getsource
+    edited = {"zsiqa.distances.basic", "zsiqa.windows", __name__}
+    for name in edited:  # an edit to the distance, window or backbone code changes the digest
+        with monkeypatch.context() as m:
+            m.setattr(inspect, "getsource", lambda mod, name=name: source(mod) + ("#" if mod.__name__ == name else ""))
+            assert terms_code_digest(metric.backbone) != digest
+    with monkeypatch.context() as m:
+        m.setattr(training, "__version__", "0.0.0+other")
+        assert terms_code_digest(metric.backbone) != digest
+
+    def lookup():
+        key = term_cache_key(metric, "weights-a", False, data, "error")
+        return key, cached_terms(tmp_path / "cache", key, lambda: compute_terms(metric, data, progress=False))
+
+    key, (_, path, computed) = lookup()
+    assert computed and key["code"] == digest and not lookup()[1][2]
+    monkeypatch.setattr(training, "terms_code_digest", lambda backbone: "0" * 16)  # the code changed: recompute
+    new_key, (_, new_path, computed) = lookup()
+    assert computed and new_key["code"] == "0" * 16 and new_path != path
+
+
+def test_compute_terms_resizes_the_distorted_image_only_when_asked(dataset):
+    metric = metric_for(MultiScaleCNN())
+    data = demo_data(dataset, limit=3, pair_transform=make_transform("scale", 25.0))  # dis 40 px, ref 32 px
+    with pytest.raises(ValueError, match=r"differ in size and compute_terms compares"):
+        compute_terms(metric, data, progress=False)
+    table = compute_terms(metric, data, align="resize", progress=False)
+    resized = FRMetric(MultiScaleCNN(), get_distance("l2"), align="resize").eval()
+    for row, sample in enumerate(PairDataset(data.items, pair_transform=data.pair_transform)):
+        assert sample["dis"].shape[-1] == 40
+        assert table.layer[row].sum().item() == pytest.approx(resized(sample["ref"], sample["dis"]).item(), rel=1e-5)
+    cfg = load_grid("train", ["transform=scale@25"])[0]
+    assert training._TermSource(metric, "weights-a", False, cfg).align == "resize"  # align=auto, as evaluate.py
+
+
+def test_compute_terms_of_no_pairs_is_a_clear_error(tmp_path):
+    root = tmp_path / "empty"
+    root.mkdir()
+    write_labels(root, [])
+    with pytest.raises(ValueError, match="no pairs to compute terms for: the dataset at .*empty lists none"):
+        compute_terms(metric_for(MultiScaleCNN()), demo_data(root), progress=False)
+
+
 # -------------------------------------------------------------------------------------------------- training runs
 
 
@@ -298,6 +350,27 @@ def test_interrupted_run_resumes_from_last_checkpoint_and_matches_an_uninterrupt
         train_run(make_cfg(tmp_path, dataset, "optim.max_epochs=7", "run.name=cut"))
 
 
+def test_a_run_folder_refuses_other_precision_or_backbone_weights(dataset, tmp_path, monkeypatch):
+    label_by_layer(dataset, 1)
+    args = ("optim.max_epochs=2", "run.name=one")
+    train_run(make_cfg(tmp_path, dataset, *args))
+    saved = json.loads((tmp_path / "runs" / "one" / "metric.json").read_text())
+    assert saved["metric"]["precision"] == "float32" and len(saved["fingerprint"]) == 64
+    with pytest.raises(ValueError, match=r"other terms: precision \('float32' then, 'bfloat16' now\)"):
+        train_run(make_cfg(tmp_path, dataset, *args, "run.precision=bf16"))
+    with monkeypatch.context() as m:  # a new weights file at the same path: same config, other fingerprint
+        m.setattr(training, "backbone_fingerprint", lambda backbone: "f" * 64)
+        with pytest.raises(ValueError, match="backbone weights \\(fingerprint"):
+            train_run(make_cfg(tmp_path, dataset, *args))
+    epochs = EpochCalls()  # the same settings still re-evaluate the finished run ...
+    train_run(make_cfg(tmp_path, dataset, *args), callbacks=[epochs])
+    assert epochs.calls == {}
+    epochs = EpochCalls()  # ... and run.resume=false starts over with the new settings
+    train_run(make_cfg(tmp_path, dataset, *args, "run.precision=bf16", "run.resume=false"), callbacks=[epochs])
+    assert sorted(epochs.calls) == [0, 1]
+    assert json.loads((tmp_path / "runs" / "one" / "metric.json").read_text())["metric"]["precision"] == "bfloat16"
+
+
 @pytest.mark.parametrize("head", ["layer", "channel"])
 def test_head_checkpoint_reproduces_validation_scores_in_evaluate(dataset, tmp_path, head):
     from zsiqa.engine.runner import run_cell, run_dir_for
@@ -333,6 +406,38 @@ def test_bad_settings_are_clear_errors(dataset, tmp_path):
         train_run(make_cfg(tmp_path, dataset, "head=rows"))
     with pytest.raises(ValueError, match="unknown loss"):
         train_run(make_cfg(tmp_path, dataset, "loss=mse"))
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("name", ["l2", "cos", "cos_channel"])
+def test_training_maps_distances_as_create_metric_does(name, preset):
+    assert training._distance(name, preset, channels=True).name == resolve_distance(name, preset)
+    assert (training._distance(name, preset, False).name != name) == (preset == "fixed" and name in FIXED_VARIANTS)
+
+
+def test_epoch_order_is_seeded_by_split_seed_and_no_inert_seed_is_offered(dataset, tmp_path):
+    (cfg,) = load_grid("train", [])
+    assert "seed" not in cfg["run"]  # run.seed had no effect: nothing else draws random numbers
+
+    class Seeds(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            self.seed = trainer.train_dataloader.sampler.seed
+
+    label_by_layer(dataset, 1)
+    seeds = Seeds()
+    train_run(make_cfg(tmp_path, dataset, "optim.max_epochs=1", "split.seed=5"), callbacks=[seeds])
+    assert seeds.seed == 5
+
+
+def test_run_folder_name_is_as_documented():
+    (cfg,) = expand_sweep(load_grid("train", ["transform=rotate@5", "run.out=out"]))
+    name = train_dir_for(cfg).name
+    assert re.fullmatch(r"efficientnet_lite0_l2_paper_layer_fidelity_rotate@5_[0-9a-f]{6}", name)
+    (plain,) = expand_sweep(load_grid("train", ["run.out=out"]))
+    assert re.fullmatch(r"efficientnet_lite0_l2_paper_layer_fidelity_[0-9a-f]{6}", train_dir_for(plain).name)
+    doc = "<backbone>_<distance>_<preset>_<head>_<loss>[_<transform>]_<hash"
+    assert doc in _train_cli().HELP
+    assert doc in (Path(__file__).resolve().parent.parent / "configs" / "train.yaml").read_text()
 
 
 def test_sweep_lists_expand_to_one_run_each():

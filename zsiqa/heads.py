@@ -21,7 +21,7 @@ from torch import nn
 
 from .backbones import Backbone, create_backbone
 from .distances import DistanceHead, get_distance
-from .metric import FIXED_VARIANTS, PRESETS, Features, FRMetric
+from .metric import Features, FRMetric, resolve_distance
 
 HEAD_FORMAT = 1
 CHECKPOINT_KEY = "zsiqa_head"  # where train.py's Lightning checkpoints keep the head record
@@ -207,8 +207,8 @@ def create_head_metric(
         if value is not None and value != config[key]:
             raise ValueError(f"{key}={value!r} contradicts head {path}, trained with {key}={config[key]!r}; "
                              f"leave {key} out (the head decides it) or use a head trained with {key}={value!r}")
-    if distance is not None and PRESETS[config["preset"]]["fixed_variants"]:
-        distance = FIXED_VARIANTS.get(distance, distance)  # as create_metric maps it under the head's preset
+    if distance is not None:
+        distance = resolve_distance(distance, config["preset"])  # as create_metric maps it under the head's preset
     if distance is not None and distance != config["distance"]:
         raise ValueError(f"distance={distance!r} contradicts head {path}, trained with distance={config['distance']!r}; "
                          "leave distance out (the head decides it)")

@@ -92,19 +92,38 @@ def cos(ref: Feats, dis: Feats) -> torch.Tensor:
     return terms.to(_sum_dtype(terms.dtype)).sum(1)
 
 
-def _token_cos_channel_terms(ref: Feats, dis: Feats) -> list[torch.Tensor]:
-    # For unit vectors 1 - cos = sum_c (u_D,c - u_R,c)^2 / 2; exact unless a feature vector has norm < COS_EPS.
-    return [((_unit(d, -1) - _unit(r, -1)) ** 2 / 2).mean(1) for r, d in zip(ref, dis)]
+def _channel_split_cos(r: torch.Tensor, d: torch.Tensor, dim: int) -> torch.Tensor:
+    """``[M, C]``: the guarded mean over positions of ``1 - cos`` along channel axis ``dim``, split over channels.
+
+    For unit vectors ``1 - cos = sum_c (u_D,c - u_R,c)^2 / 2``, the share of channel c. That identity fails where a
+    feature vector has norm < COS_EPS (all-zero ReLU maps over black regions, tiny fp16 features): ``1 - cos`` is 1
+    there but the shares sum to 0 or 1/2. So each position's ``1 - cos``, computed as the layer term computes it,
+    minus the sum of its shares is spread evenly over the C channels: the channel terms sum to the layer term in
+    every case, and an untrained per-channel head equals the zero-shot score. Positions the layer term's guard
+    skips (NaN, e.g. zero vectors in fp16, where COS_EPS underflows) or zeroes (inf) contribute nothing. Computed in
+    at least fp32: for fp16 features the layer term is this sum rounded to fp16.
+    """
+    work = _sum_dtype(r.dtype)
+    value = _one_minus_cos(r, d, dim).flatten(1).to(work)  # [M, P], as the layer term
+    shares = (_unit(d.to(work), dim) - _unit(r.to(work), dim)) ** 2 / 2
+    shares = shares if dim == -1 else shares.flatten(2).transpose(1, 2)  # [M, P, C]
+    shares = shares.masked_fill(~torch.isfinite(shares), 0)
+    finite = torch.isfinite(value)
+    residual = torch.where(finite, value, 0) - shares.sum(2)
+    shares = (shares + residual.unsqueeze(2) / shares.shape[2]).masked_fill(~finite.unsqueeze(2), 0)
+    count = (~torch.isnan(value)).sum(1, keepdim=True)
+    return shares.sum(1) / count
 
 
 def cos_channel_terms(ref: Feats, dis: Feats) -> list[torch.Tensor]:
     """Per layer ``[M, C]`` summing over C to the ``cos`` layer term.
 
-    Tokens: unit-feature squared differences / 2, averaged over tokens. Maps (width-axis cosine): each channel's
-    share of the guarded mean over (C, H): the sum over H of its finite ``1 - cos`` values / the count over (C, H).
+    Tokens: each channel's share of ``1 - cos`` per token (``_channel_split_cos``). Maps (width-axis cosine): each
+    channel's share of the guarded mean over (C, H): the sum over H of its finite ``1 - cos`` values / the count over
+    (C, H).
     """
     if feature_layout(ref, dis) == "tokens":
-        return _token_cos_channel_terms(ref, dis)
+        return [_channel_split_cos(r, d, -1) for r, d in zip(ref, dis)]
     terms = []
     for r, d in zip(ref, dis):
         sim = _one_minus_cos(r, d, -1)
@@ -127,10 +146,10 @@ def cos_channel(ref: Feats, dis: Feats) -> torch.Tensor:
 
 
 def cos_channel_channel_terms(ref: Feats, dis: Feats) -> list[torch.Tensor]:
-    """Per layer ``[M, C]``: unit-feature (over channels) squared differences / 2, averaged over tokens or positions."""
-    if feature_layout(ref, dis) == "tokens":
-        return _token_cos_channel_terms(ref, dis)
-    return [((_unit(d, 1) - _unit(r, 1)) ** 2 / 2).mean((2, 3)) for r, d in zip(ref, dis)]
+    """Per layer ``[M, C]``: each channel's share of ``1 - cos`` over channels, per token or position
+    (``_channel_split_cos``), averaged as the ``cos_channel`` layer term averages."""
+    dim = -1 if feature_layout(ref, dis) == "tokens" else 1
+    return [_channel_split_cos(r, d, dim) for r, d in zip(ref, dis)]
 
 
 def embed_cos(ref: Feats, dis: Feats) -> torch.Tensor:

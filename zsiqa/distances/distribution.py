@@ -55,7 +55,7 @@ def _columns(x: torch.Tensor) -> torch.Tensor:
     if rows + rp == 0 or cols + cp == 0:
         raise ValueError(
             f"{rows} tokens x {cols} channels: one rounds to zero under the paper's round(n/8)*8 rule; "
-            "need at least 4 tokens (positions) and 4 channels"
+            "need at least 5 tokens (positions) and 5 channels (Python's round(4/8) is 0)"
         )
     x = F.pad(x, (cp, 0, 0, rp))
     return x.reshape(x.shape[0], WIN * WIN, -1)

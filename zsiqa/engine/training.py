@@ -2,20 +2,23 @@
 
 The backbone is frozen, so each pair's per-layer (and per-channel) distance terms never change. They are computed
 once, each reference's features once, and cached to disk under a key of everything that determines them (backbone
-weights, preset, windows, distance, dataset items, transform); training then runs on that small table, so epochs
-take milliseconds and never call the backbone. A head scores ``head(terms)`` (``zsiqa.heads``); at initialisation
-that is the zero-shot score.
+weights, preset, windows, distance, dataset items, transform, and the source code that computes them); training then
+runs on that small table, so epochs take milliseconds and never call the backbone. A head scores ``head(terms)``
+(``zsiqa.heads``); at initialisation that is the zero-shot score.
 """
 from __future__ import annotations
 
 import copy
 import csv
 import hashlib
+import importlib
+import inspect
 import itertools
 import json
 import os
 import re
 import shutil
+import sys
 import time
 import warnings
 from collections import defaultdict
@@ -25,26 +28,29 @@ from typing import Callable, Sequence
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 from tqdm.auto import tqdm
 
-from ..backbones import create_backbone
+from .. import __version__
+from ..backbones import Backbone, create_backbone
 from ..config import CONFIG_DIR, resolve_group
 from ..data import DATASETS, PairDataset, PairItem
 from ..data.datamodule import FRDataModule, collate_pairs
 from ..distances import DistanceHead, get_distance
 from ..heads import CHECKPOINT_KEY, Terms, TermWeights, backbone_fingerprint, head_config, head_record, read_head, save_head
-from ..metric import FIXED_VARIANTS, PRESETS, FRMetric
+from ..metric import FRMetric, align_pair, resolve_distance
 from ..metrics import IndexedScores, correlations
-from ..transforms import TRANSFORMS, make_transform
+from ..transforms import make_transform
 from .losses_mos import get_loss
-from .runner import data_root, transform_label
+from .runner import align_policy, data_root, transform_label
 
 CACHE_FORMAT = 1
+# Modules whose code computes the terms (besides the backbone's own module): a change to any of them changes the
+# cache key, so no table computed by older code is read.
+TERMS_CODE = ("zsiqa.windows", "zsiqa.metric", "zsiqa.io", "zsiqa.transforms", "zsiqa.distances.basic")
 # Config keys that determine a training run: a run folder with checkpoints of other values cannot be resumed.
 TRAIN_KEYS = ("backbone", "distance", "preset", "head", "loss", "data", "transform", "split", "optim")
 SWEEP_KEYS = ("distance", "head", "loss")  # lists in these keys make a grid of runs, like the config groups
@@ -86,36 +92,45 @@ def items_digest(items: Sequence[PairItem]) -> str:
     return digest.hexdigest()
 
 
+def terms_code_digest(backbone: Backbone) -> str:
+    """Short hash of zsiqa's version and of the source of the modules that compute terms (``TERMS_CODE`` and the
+    module that defines ``backbone``'s class): edited tap, window or distance code never reuses cached terms."""
+    digest = hashlib.sha256(__version__.encode())
+    cls = type(backbone)
+    for module in [importlib.import_module(name) for name in TERMS_CODE] + [sys.modules[cls.__module__]]:
+        try:
+            source = inspect.getsource(module)
+        except (OSError, TypeError) as e:
+            raise ValueError(f"cannot read the source of module {module.__name__!r}, which defines {cls.__name__} "
+                             f"({e}); the term cache is keyed on it: define the backbone in a .py file") from e
+        digest.update(f"{module.__name__}\n{source}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def term_cache_key(metric: FRMetric, fingerprint: str, channels: bool, data: FRDataModule, align: str) -> dict:
     """Everything that determines the terms: backbone weights, preset, normalisation, precision, windows, distance,
-    the dataset's items and files, the pair transform."""
+    the dataset's items and files, the pair transform, and the code that computes them (``terms_code_digest``)."""
     data.setup("fit")
     return {
-        "format": CACHE_FORMAT, "metric": metric.config(), "fingerprint": fingerprint, "channels": channels,
+        "format": CACHE_FORMAT, "code": terms_code_digest(metric.backbone), "metric": metric.config(),
+        "fingerprint": fingerprint, "channels": channels,
         "data": {"name": data.name, "root": None if data.root is None else str(data.root),
                  "items": items_digest(data.items), "num_items": len(data.items)},
         "transform": repr(data.pair_transform), "align": align,  # a PairTransform's repr is its name, amount, preset
     }
 
 
-def _aligned(ref: torch.Tensor, dis: torch.Tensor, align: str) -> torch.Tensor:
-    if ref.shape == dis.shape:
-        return dis
-    if align != "resize":
-        raise ValueError(f"reference {tuple(ref.shape[-2:])} and distorted {tuple(dis.shape[-2:])} differ in size; "
-                         "layer terms compare the same windows of both images (use a size-preserving transform)")
-    return F.interpolate(dis[None], size=ref.shape[-2:], mode="bilinear", align_corners=False, antialias=True)[0].clamp(0, 1)
-
-
 @torch.no_grad()
 def compute_terms(metric: FRMetric, data: FRDataModule, channels: bool = False, align: str = "error",
                   progress: bool = True) -> TermTable:
     """Window-averaged terms of every pair of ``data``, in item order. The data module orders the work by reference
-    and cuts it into batches; each reference's features are computed once for all its distorted images."""
+    and cuts it into batches; each reference's features are computed once for all its distorted images.
+    align: "error" or "resize" (a distorted image of another size is resized to its reference), as ``align_pair``."""
     data.setup("fit")
     items = data.items
     if not items:
-        raise ValueError(f"{data.name}: no pairs to compute terms for (empty dataset or data.limit=0)")
+        where = "" if data.root is None else f" at {data.root}"
+        raise ValueError(f"{data.name}: no pairs to compute terms for: the dataset{where} lists none")
     position = {it.index: i for i, it in enumerate(items)}
     loader = DataLoader(PairDataset(items, pair_transform=data.pair_transform), batch_sampler=data.shard(0, 1),
                         num_workers=data.num_workers, collate_fn=collate_pairs)
@@ -130,7 +145,8 @@ def compute_terms(metric: FRMetric, data: FRDataModule, channels: bool = False, 
             for key, samples in groups.items():
                 if key != ref_key:
                     ref_key, f_ref = key, metric.features(samples[0]["ref"][None].to(metric.device))
-                dis = torch.stack([_aligned(s["ref"], s["dis"], align) for s in samples]).to(metric.device)
+                dis = torch.cat([align_pair(s["ref"][None], s["dis"][None], align, "compute_terms")
+                                 for s in samples]).to(metric.device)
                 f_dis = metric.features(dis)
                 rows = [position[int(s["index"])] for s in samples]
                 for row, t in zip(rows, metric.layer_terms(f_ref, f_dis).cpu()):
@@ -149,7 +165,7 @@ def cached_terms(cache_dir: str | os.PathLike, key: dict, compute: Callable[[], 
     """The table stored under ``key`` in ``cache_dir``, else ``compute()`` it and store it.
 
     Returns ``(table, file, computed)``. The file name holds a hash of the key and the file holds the key itself,
-    so a changed backbone, preset, window, distance, dataset or transform never reads a stale table.
+    so a changed backbone, preset, window, distance, dataset, transform or code never reads a stale table.
     """
     text = json.dumps(key, sort_keys=True, default=str)
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{key['data']['name']}_{key['metric']['backbone']}_{key['metric']['distance']}")
@@ -316,8 +332,7 @@ def train_dir_for(cfg: dict) -> Path:
 
 
 def _distance(name: str, preset: str, channels: bool) -> DistanceHead:
-    if PRESETS[preset]["fixed_variants"] and name in FIXED_VARIANTS:
-        name = FIXED_VARIANTS[name]
+    name = resolve_distance(name, preset)
     head = get_distance(name)
     if head.layer_terms is None or (channels and head.channel_terms is None):
         raise ValueError(f"distance={name}: train.py learns weights on per-layer terms, which only l2, cos and "
@@ -336,7 +351,8 @@ def _device(accelerator: str) -> torch.device:
 
 
 def _prepare_run_dir(run_dir: Path, cfg: dict) -> None:
-    """Fresh start (run.resume=false) or a check that the folder's checkpoints belong to this configuration."""
+    """Fresh start (run.resume=false) or a check that the folder's checkpoints belong to this configuration
+    (``_save_run_settings`` checks the terms' source and writes both once the backbone is built)."""
     ckpt_dir = run_dir / "checkpoints"
     if not cfg["run"].get("resume", True) and ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
@@ -347,8 +363,27 @@ def _prepare_run_dir(run_dir: Path, cfg: dict) -> None:
         if diff:
             raise ValueError(f"{run_dir} holds checkpoints of a different configuration ({', '.join(diff)} differ); "
                              "set run.name=<new folder> or run.resume=false, or delete the folder")
+
+
+def _save_run_settings(run_dir: Path, cfg: dict, metric: FRMetric, fingerprint: str) -> None:
+    """Write ``config.yaml`` and ``metric.json`` (what the terms come from: ``metric.config()`` with the precision,
+    preset, windows..., and the backbone's weights fingerprint), after checking that the folder's checkpoints were
+    trained on the same terms: settings outside ``TRAIN_KEYS`` (run.precision, a new weights file at the same path)
+    change them too."""
+    path = run_dir / "metric.json"
+    record = {"metric": metric.config(), "fingerprint": fingerprint}
+    if path.exists() and (run_dir / "checkpoints").exists():
+        old = json.loads(path.read_text())
+        diff = [f"{k} ({old['metric'].get(k)!r} then, {v!r} now)" for k, v in record["metric"].items()
+                if old["metric"].get(k) != v]
+        if old["fingerprint"] != fingerprint:
+            diff.append(f"backbone weights (fingerprint {old['fingerprint'][:12]} then, {fingerprint[:12]} now)")
+        if diff:
+            raise ValueError(f"{run_dir} holds checkpoints trained on other terms: {'; '.join(diff)} differ ({path}); "
+                             "set run.name=<new folder> or run.resume=false, or delete the folder")
     run_dir.mkdir(parents=True, exist_ok=True)
-    saved.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    path.write_text(json.dumps(record, indent=1))
 
 
 def _save_split(run_dir: Path, split: dict, seed: int, val_fraction: float) -> None:
@@ -381,7 +416,7 @@ class _TermSource:
         self.run = cfg["run"]
         tcfg = cfg["transform"]
         self.transform = None if tcfg["name"] == "none" else make_transform(tcfg["name"], tcfg["amount"], cfg["preset"])
-        self.align = "resize" if tcfg["name"] != "none" and TRANSFORMS[tcfg["name"]].changes_size else "error"
+        self.align = align_policy(cfg)
         self.cache_dir = Path(self.run.get("cache_dir") or Path(self.run["out"]) / "cache")
         self.log: list[dict] = []
 
@@ -488,7 +523,6 @@ def train_run(cfg: dict, callbacks: Sequence[L.Callback] = ()) -> dict:
     if optim["max_epochs"] < 1:
         raise ValueError(f"optim.max_epochs must be >= 1, got {optim['max_epochs']}")
     start = time.perf_counter()
-    L.seed_everything(run.get("seed", 0), verbose=False)
     tests = [_test_data(entry) for entry in cfg.get("test") or []]
     for data in tests:
         data_root(data)  # a test set without a root fails now, not after training
@@ -502,6 +536,7 @@ def train_run(cfg: dict, callbacks: Sequence[L.Callback] = ()) -> dict:
     metric = FRMetric(backbone, _distance(cfg["distance"], cfg["preset"], channels), preset=cfg["preset"],
                       precision=run.get("precision"), max_windows_per_batch=run["max_windows_per_batch"])
     metric = metric.to(_device(run["accelerator"])).eval()
+    _save_run_settings(run_dir, cfg, metric, fingerprint)
     source = _TermSource(metric, fingerprint, channels, cfg)
     items, table = source(cfg["data"])
     labels, label_lower_better = _labels(items, cfg["data"]["name"])
