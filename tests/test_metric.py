@@ -49,6 +49,21 @@ def test_reference_features_reused_for_many_distorted(tiny_backbone):
     assert torch.allclose(cached, metric(ref.expand(5, -1, -1, -1), dis), atol=1e-6)
 
 
+def test_reference_broadcast_is_chunked_without_changing_scores(tiny_backbone):
+    torch.manual_seed(5)
+    ref, dis = torch.rand(1, 3, 40, 40), torch.rand(7, 3, 40, 40)  # 4 windows per image
+    whole = make(tiny_backbone, "wsd")
+    chunked = make(tiny_backbone, "wsd", max_windows_per_batch=8)  # 2 distorted images (8 windows) per chunk
+    chunks = list(chunked._chunks(chunked.features(ref), chunked.features(dis)))
+    assert [c[1].num_images for c in chunks] == [2, 2, 2, 1] and all(len(c[0].taps[0]) <= 8 for c in chunks)
+    fr, fd = whole.features(ref), whole.features(dis)
+    assert torch.allclose(chunked.score_features(fr, fd), whole.score_features(fr, fd), atol=1e-6)
+    l2_whole, l2_chunked = make(tiny_backbone), make(tiny_backbone, max_windows_per_batch=8)
+    assert torch.allclose(l2_chunked.layer_terms(fr, fd), l2_whole.layer_terms(fr, fd), atol=1e-6)
+    for a, b in zip(l2_chunked.channel_terms(fr, fd), l2_whole.channel_terms(fr, fd)):
+        assert a.shape == (7, 16) and torch.allclose(a, b, atol=1e-6)
+
+
 def test_layer_terms_sum_to_score(tiny_backbone):
     torch.manual_seed(3)
     metric = make(tiny_backbone, "l2")

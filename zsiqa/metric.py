@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,8 @@ PRESETS: dict[str, dict] = {
     "fixed": {"normalize": True, "paper_dtype": False, "fp32_distances": True, "fixed_variants": True},
 }
 FIXED_VARIANTS = {"cos": "cos_channel", "swd": "swd_fixed"}
+OFFICIAL_STRIDE = 200
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def align_pair(ref: torch.Tensor, dis: torch.Tensor, policy: str, what: str) -> torch.Tensor:
@@ -43,8 +46,6 @@ def resolve_distance(name: str, preset: str) -> str:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     return FIXED_VARIANTS.get(name, name) if PRESETS[preset]["fixed_variants"] else name
-OFFICIAL_STRIDE = 200
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -55,6 +56,14 @@ class Features:
     num_images: int
     num_windows: int
     size: tuple[int, int]
+
+    def images(self, start: int, stop: int) -> "Features":
+        """Images ``start:stop`` (a single image stays as it is: it is broadcast against the other side)."""
+        if self.num_images == 1:
+            return self
+        k = self.num_windows
+        taps = [t[start * k : stop * k] for t in self.taps]
+        return Features(taps, min(stop, self.num_images) - start, k, self.size)
 
     def repeat_to(self, n: int) -> "Features":
         """Broadcast a single image's features to ``n`` images (one reference against many distorted images)."""
@@ -168,43 +177,55 @@ class FRMetric(nn.Module):
             taps = [t.float() for t in taps]
         return Features(taps, n, k, size)
 
-    def _pair(self, ref: Features, dis: Features) -> tuple[Features, Features]:
+    def _chunks(self, ref: Features, dis: Features) -> Iterator[tuple[Features, Features]]:
+        """Matched (ref, dis) pairs of at most ``max_windows_per_batch`` windows each, in image order: one reference
+        broadcast to many distorted images is materialised chunk by chunk, so memory stays bounded."""
         n = max(ref.num_images, dis.num_images)
-        ref, dis = ref.repeat_to(n), dis.repeat_to(n)
+        if ref.num_images not in (1, n) or dis.num_images not in (1, n):
+            raise ValueError(f"cannot pair features of {ref.num_images} and {dis.num_images} images")
         if self.distance.kind != "image" and ref.num_windows != dis.num_windows:
             raise ValueError(
                 f"reference ({ref.size[0]}x{ref.size[1]}) and distorted ({dis.size[0]}x{dis.size[1]}) images give "
                 f"different windows; distance {self.distance.name!r} compares the same windows of both. "
                 "Use align='resize', or a size-free head such as 'deepssim'."
             )
-        return ref, dis
+        per = max(1, self.max_windows_per_batch // max(ref.num_windows, dis.num_windows))
+        for start in range(0, n, per):
+            r, d = ref.images(start, start + per), dis.images(start, start + per)
+            m = max(r.num_images, d.num_images)
+            yield r.repeat_to(m), d.repeat_to(m)
 
     @torch.no_grad()
     def score_features(self, ref: Features, dis: Features) -> torch.Tensor:
         """Scores ``[N]`` from precomputed features (reuse one reference's features for many distorted images)."""
-        ref, dis = self._pair(ref, dis)
-        if self.distance.kind == "image":
-            return self.distance.fn(ref.taps, dis.taps, ref.num_windows, dis.num_windows).float()
-        per_window = self.distance.fn(ref.taps, dis.taps)
-        return per_window.float().view(ref.num_images, ref.num_windows).mean(1)
+        out = []
+        for r, d in self._chunks(ref, dis):
+            if self.distance.kind == "image":
+                out.append(self.distance.fn(r.taps, d.taps, r.num_windows, d.num_windows).float())
+            else:
+                out.append(self.distance.fn(r.taps, d.taps).float().view(r.num_images, r.num_windows).mean(1))
+        return torch.cat(out)
 
     @torch.no_grad()
     def layer_terms(self, ref: Features, dis: Features) -> torch.Tensor:
         """Window-averaged per-layer terms ``[N, L]``; their sum over L is the score (l2, cos, cos_channel)."""
         if self.distance.layer_terms is None:
             raise ValueError(f"distance {self.distance.name!r} has no per-layer terms; use l2, cos or cos_channel")
-        ref, dis = self._pair(ref, dis)
-        terms = self.distance.layer_terms(ref.taps, dis.taps).float()
-        return terms.view(ref.num_images, ref.num_windows, -1).mean(1)
+        return torch.cat([
+            self.distance.layer_terms(r.taps, d.taps).float().view(r.num_images, r.num_windows, -1).mean(1)
+            for r, d in self._chunks(ref, dis)
+        ])
 
     @torch.no_grad()
     def channel_terms(self, ref: Features, dis: Features) -> list[torch.Tensor]:
         """Window-averaged per-channel terms, one ``[N, C_l]`` per layer; summing channels gives ``layer_terms``."""
         if self.distance.channel_terms is None:
             raise ValueError(f"distance {self.distance.name!r} has no per-channel terms")
-        ref, dis = self._pair(ref, dis)
-        terms = self.distance.channel_terms(ref.taps, dis.taps)
-        return [t.float().view(ref.num_images, ref.num_windows, -1).mean(1) for t in terms]
+        chunks = [
+            [t.float().view(r.num_images, r.num_windows, -1).mean(1) for t in self.distance.channel_terms(r.taps, d.taps)]
+            for r, d in self._chunks(ref, dis)
+        ]
+        return [torch.cat(layer) for layer in zip(*chunks)]
 
     def forward(self, ref: ImageLike | list[ImageLike], dis: ImageLike | list[ImageLike]) -> torch.Tensor:
         """Score pairs: ``ref`` and ``dis`` are ``[N,3,H,W]`` tensors in [0,1], paths or PIL images (``ref`` may be one image)."""
