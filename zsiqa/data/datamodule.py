@@ -7,9 +7,11 @@ exactly the batches a single process would, and no pair is repeated or missing (
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable
+from collections import defaultdict
+from typing import Callable, Iterable, Iterator
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Sampler
 
 from . import DATASETS, DatasetSpec, PairDataset, PairItem, read_dataset, reference_paths
@@ -40,6 +42,16 @@ class ShardBatchSampler(Sampler[list[int]]):
 def collate_pairs(samples: list[dict]) -> list[dict]:
     """Keep samples as a list: images in one batch may differ in size (LIVE)."""
     return samples
+
+
+def reference_groups(batch: list[dict]) -> Iterator[tuple[str, torch.Tensor, torch.Tensor, list[dict]]]:
+    """The samples of a batch grouped by reference (and image sizes): ``(ref_id, ref [1,3,H,W], dis [n,3,h,w],
+    samples)`` in first-appearance order, so one reference's features serve all its distorted images."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for s in batch:
+        groups[(s["ref_id"], tuple(s["ref"].shape), tuple(s["dis"].shape))].append(s)
+    for (ref_id, _, _), samples in groups.items():
+        yield ref_id, samples[0]["ref"][None], torch.stack([s["dis"] for s in samples]), samples
 
 
 class FRDataModule(L.LightningDataModule):

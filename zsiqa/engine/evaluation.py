@@ -14,6 +14,7 @@ import lightning as L
 import torch
 
 from ..baselines import Baseline
+from ..data.datamodule import reference_groups
 from ..metric import Features, FRMetric, align_pair
 from ..reporting.results import ScoreWriter
 
@@ -42,10 +43,11 @@ class EvaluationModule(L.LightningModule):
         self._cache: OrderedDict = OrderedDict()
         self.ref_feature_computations = 0
         self.writer: ScoreWriter | None = None
+        self.feature_groups: dict[tuple, list[str]] = {}
         # With N processes a small (or nearly finished) run can leave a process without batches: that is fine here.
         self.allow_zero_length_dataloader_with_multiple_devices = True
         dtypes = {}
-        for name, m in metrics.items():
+        for m in metrics.values():
             dtypes.setdefault(id(m.backbone), set()).add(m.model_dtype())  # the backbone is cast in place
         if any(len(v) > 1 for v in dtypes.values()):
             raise ValueError(
@@ -64,6 +66,7 @@ class EvaluationModule(L.LightningModule):
 
     def on_test_start(self) -> None:
         self.writer = ScoreWriter(self.run_dir, self.global_rank, self.score_columns)
+        self.feature_groups = self._feature_groups()  # on the final device: the precision depends on it
 
     def on_test_end(self) -> None:
         if self.writer is not None:
@@ -93,7 +96,7 @@ class EvaluationModule(L.LightningModule):
     def score_group(self, ref_id: str, ref: torch.Tensor, dis: torch.Tensor) -> dict[str, torch.Tensor]:
         """All scores for distorted images ``dis`` [n,3,H,W] of one reference ``ref`` [1,3,H,W]."""
         scores: dict[str, torch.Tensor] = {}
-        for group, names in self._feature_groups().items():
+        for group, names in self.feature_groups.items():
             first = self.metrics[names[0]]
             d = align_pair(ref, dis, self.align, f"distance {names[0]!r}") if group[1] else dis
             f_ref = self._ref_features((group, ref_id, tuple(ref.shape)), first, ref)
@@ -106,14 +109,9 @@ class EvaluationModule(L.LightningModule):
         return scores
 
     def test_step(self, batch: list[dict], batch_idx: int) -> None:
-        groups: dict[tuple, list[dict]] = defaultdict(list)
-        for s in batch:
-            groups[(s["ref_id"], tuple(s["ref"].shape), tuple(s["dis"].shape))].append(s)
         rows = []
-        for (ref_id, _, _), samples in groups.items():
-            ref = samples[0]["ref"][None].to(self.device)
-            dis = torch.stack([s["dis"] for s in samples]).to(self.device)
-            scores = self.score_group(ref_id, ref, dis)
+        for ref_id, ref, dis, samples in reference_groups(batch):
+            scores = self.score_group(ref_id, ref.to(self.device), dis.to(self.device))
             for j, s in enumerate(samples):
                 row = self.row(int(s["index"]))
                 row.update({name: repr(float(v[j])) for name, v in scores.items()})

@@ -65,6 +65,17 @@ def data_root(data: dict) -> Path | None:
     return Path(base) / default[data["name"]]
 
 
+def make_datamodule(data: dict, cfg: dict, skip: set[int] | frozenset = frozenset()) -> FRDataModule:
+    """The data module of one ``data`` config entry, with the cell's transform, batch size and workers."""
+    tcfg = cfg["transform"]
+    return FRDataModule(
+        data["name"], data_root(data), limit=data.get("limit"),
+        pair_transform=None if tcfg["name"] == "none" else make_transform(tcfg["name"], tcfg["amount"], cfg["preset"]),
+        batch_size=cfg["run"]["batch_size"], num_workers=cfg["run"]["num_workers"], skip=skip,
+        **{k: v for k, v in data.items() if k not in ("name", "root", "limit")},
+    )
+
+
 def build_metrics(cfg: dict, device: str | torch.device) -> dict[str, FRMetric]:
     """One FRMetric per distance, all sharing one backbone instance (features are computed once)."""
     if not cfg["distance"] and not cfg.get("head"):
@@ -124,12 +135,7 @@ def run_cell(cfg: dict) -> dict | None:
         for p in [run_dir / "scores.csv", run_dir / "config.yaml", *run_dir.glob("parts/rank*.csv")]:
             p.unlink(missing_ok=True)
     done = set(read_rows(run_dir)) if run_dir.exists() else set()
-    datamodule = FRDataModule(
-        data["name"], data_root(data), limit=data.get("limit"),
-        pair_transform=None if tcfg["name"] == "none" else make_transform(tcfg["name"], tcfg["amount"], cfg["preset"]),
-        batch_size=run["batch_size"], num_workers=run["num_workers"], skip=done,
-        **{k: v for k, v in data.items() if k not in ("name", "root", "limit")},
-    )
+    datamodule = make_datamodule(data, cfg, skip=done)
     datamodule.setup("test")
 
     trainer = L.Trainer(

@@ -21,7 +21,6 @@ import shutil
 import sys
 import time
 import warnings
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -38,14 +37,13 @@ from .. import __version__
 from ..backbones import Backbone, create_backbone
 from ..config import CONFIG_DIR, resolve_group
 from ..data import DATASETS, PairDataset, PairItem
-from ..data.datamodule import FRDataModule, collate_pairs
+from ..data.datamodule import FRDataModule, collate_pairs, reference_groups
 from ..distances import DistanceHead, get_distance
 from ..heads import CHECKPOINT_KEY, Terms, TermWeights, backbone_fingerprint, head_config, head_record, read_head, save_head
 from ..metric import FRMetric, align_pair, resolve_distance
 from ..metrics import IndexedScores, correlations
-from ..transforms import make_transform
 from .losses_mos import get_loss
-from .runner import align_policy, data_root, transform_label
+from .runner import align_policy, data_root, make_datamodule, transform_label
 
 CACHE_FORMAT = 1
 # Modules whose code computes the terms (besides the backbone's own module): a change to any of them changes the
@@ -139,15 +137,10 @@ def compute_terms(metric: FRMetric, data: FRDataModule, channels: bool = False, 
     ref_key, f_ref = None, None
     with tqdm(total=len(items), unit="pair", desc="terms", disable=not progress, dynamic_ncols=True) as bar:
         for batch in loader:
-            groups: dict[tuple, list[dict]] = defaultdict(list)
-            for s in batch:
-                groups[(s["ref_id"], tuple(s["ref"].shape))].append(s)
-            for key, samples in groups.items():
-                if key != ref_key:
-                    ref_key, f_ref = key, metric.features(samples[0]["ref"][None].to(metric.device))
-                dis = torch.cat([align_pair(s["ref"][None], s["dis"][None], align, "compute_terms")
-                                 for s in samples]).to(metric.device)
-                f_dis = metric.features(dis)
+            for ref_id, ref, dis, samples in reference_groups(batch):
+                if (ref_id, ref.shape) != ref_key:
+                    ref_key, f_ref = (ref_id, ref.shape), metric.features(ref.to(metric.device))
+                f_dis = metric.features(align_pair(ref, dis, align, "compute_terms").to(metric.device))
                 rows = [position[int(s["index"])] for s in samples]
                 for row, t in zip(rows, metric.layer_terms(f_ref, f_dis).cpu()):
                     layer[row] = t
@@ -412,20 +405,13 @@ class _TermSource:
     """Terms of any dataset config for one metric: a data module for the items, then the cached (or computed) terms."""
 
     def __init__(self, metric: FRMetric, fingerprint: str, channels: bool, cfg: dict) -> None:
-        self.metric, self.fingerprint, self.channels = metric, fingerprint, channels
-        self.run = cfg["run"]
-        tcfg = cfg["transform"]
-        self.transform = None if tcfg["name"] == "none" else make_transform(tcfg["name"], tcfg["amount"], cfg["preset"])
+        self.metric, self.fingerprint, self.channels, self.cfg = metric, fingerprint, channels, cfg
         self.align = align_policy(cfg)
-        self.cache_dir = Path(self.run.get("cache_dir") or Path(self.run["out"]) / "cache")
+        self.cache_dir = Path(cfg["run"].get("cache_dir") or Path(cfg["run"]["out"]) / "cache")
         self.log: list[dict] = []
 
     def __call__(self, data: dict) -> tuple[list[PairItem], TermTable]:
-        module = FRDataModule(
-            data["name"], data_root(data), limit=data.get("limit"), pair_transform=self.transform,
-            batch_size=self.run["batch_size"], num_workers=self.run["num_workers"],
-            **{k: v for k, v in data.items() if k not in ("name", "root", "limit")},
-        )
+        module = make_datamodule(data, self.cfg)
         key = term_cache_key(self.metric, self.fingerprint, self.channels, module, self.align)
         start = time.perf_counter()
         table, path, computed = cached_terms(
