@@ -142,7 +142,10 @@ def test_evaluate_py_without_arguments(tmp_path):
 
 
 def test_wandb_offline_run_has_config_summary_table_and_plot(tmp_path, demo_root):
+    import wandb
+
     summary = run_cell(cell(tmp_path, demo_root, "logger=wandb", "logger.mode=offline", "logger.group=g1"))
+    wandb.teardown()  # the W&B service writes the offline record asynchronously; this waits until it is on disk
     run_dir = tmp_path / "demo" / "none" / "timm-vit_tiny_patch16_224_paper"
     (offline,) = list((run_dir / "wandb").glob("offline-run-*"))
     assert list(offline.glob("files/media/images/scatter_*.png"))
