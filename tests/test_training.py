@@ -40,7 +40,7 @@ from zsiqa.engine.training import (
 )
 from zsiqa.heads import read_head
 from zsiqa.metric import FIXED_VARIANTS, PRESETS, FRMetric, resolve_distance
-from zsiqa.metrics import correlations
+from zsiqa.stats import correlations
 from zsiqa.transforms import make_transform
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -41,7 +41,7 @@ from ..data.datamodule import FRDataModule, collate_pairs, reference_groups
 from ..distances import DistanceHead, get_distance
 from ..heads import CHECKPOINT_KEY, Terms, TermWeights, backbone_fingerprint, head_config, head_record, read_head, save_head
 from ..metric import FRMetric, align_pair, resolve_distance
-from ..metrics import IndexedScores, correlations
+from ..stats import IndexedScores, correlations
 from .losses_mos import get_loss
 from .runner import align_policy, data_root, make_datamodule, transform_label
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics import correlations, fit_logistic, logistic4
+from ..stats import correlations, fit_logistic, logistic4
 
 TABLE_KEYS = ("plcc", "srcc", "krcc", "plcc_fit", "rmse_fit")
 

@@ -25,7 +25,7 @@ class IndexedScores(Metric):
     sampler with fewer samples than ranks) still gathers cleanly. Indices are exact in float64 up to 2**53.
     ``compute()`` returns numpy arrays (torchmetrics would squeeze one-element tensors): ``index`` (int64 [N]),
     ``score`` and ``label`` (float64 [N]), ``terms`` (float64 [N, L] or None) and ``duplicates`` (how many repeated
-    rows were dropped); feed ``score`` and ``label`` to ``zsiqa.metrics.correlations``. For each repeated index the row
+    rows were dropped); feed ``score`` and ``label`` to ``zsiqa.stats.correlations``. For each repeated index the row
     gathered first (lowest rank) is kept; repeats with a different label mean two samples share an index: an error.
     """
 

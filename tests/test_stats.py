@@ -12,10 +12,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from scipy import stats
 
-from zsiqa.metrics import IndexedScores, correlations, fit_logistic, logistic4
+from zsiqa.stats import IndexedScores, correlations, fit_logistic, logistic4
 
 # The package re-exports the function under the submodule's name, so fetch the module itself.
-correlations_module = importlib.import_module("zsiqa.metrics.correlations")
+correlations_module = importlib.import_module("zsiqa.stats.correlations")
 
 
 def _noisy_pair(n: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
