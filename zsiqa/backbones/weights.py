@@ -16,13 +16,11 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from ..errors import WeightsUnavailableError
+
 TIMM_PREFIX = "timm:"
 OPEN_CLIP_PREFIX = "open_clip:"
 RANDOM_TAGS = ("", "none")
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights are not in the local cache and cannot be downloaded (offline, or no network)."""
 
 
 @dataclass(frozen=True)
