@@ -4,7 +4,12 @@ import pytest
 from scipy import stats
 
 from zsiqa.errors import InputError
-from zsiqa.stats import ReferenceBootstrap, correlation_intervals, paired_p_value, percentile_interval
+from zsiqa.stats import (
+    ReferenceBootstrap,
+    correlation_intervals,
+    paired_p_value,
+    percentile_interval,
+)
 
 
 def _clustered(seed: int, n_refs: int, per_ref: int, ref_effect: float = 1.0) -> tuple[np.ndarray, ...]:
