@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--label-direction", choices=["higher", "lower"], default=None,
                      help="direction of the CSVs' label column (required with --csv; PIPAL/KADID MOS: higher)")
     for role, default in (("ref", "ref"), ("dis", "dis"), ("label", "mos"), ("pred", "pred"), ("type", None)):
-        cmp.add_argument(f"--{role}-col", default=default, help=f"CSV column of the {role} (default {default})")
+        cmp.add_argument(f"--{role}-col", default=default, help=f"CSV column of the {role} (default: {default or 'none'})")
     cmp.add_argument("--match", choices=["name", "path"], default="name",
                      help="match pairs by image file names (default) or by the paths as written")
     cmp.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of reference images (1000)")
