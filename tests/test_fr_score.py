@@ -90,3 +90,19 @@ def test_update_and_compute(tiny_backbone):
     labelled.update(data.ref, torch.stack(data.dis[4:]))
     with pytest.raises(InputError, match="a label for every pair"):
         labelled.compute()
+    indexed = FRScore(metric)
+    indexed.update(data.ref, torch.stack(data.dis[:2]), index=torch.tensor([0, 1]))
+    indexed.update(data.ref, torch.stack(data.dis[:2]))
+    with pytest.raises(InputError, match="some updates only"):
+        indexed.compute()
+
+
+def test_forward_and_repeated_indices(tiny_backbone):
+    metric = FRMetric(tiny_backbone, get_distance("l2"))
+    data = Pairs()
+    score = FRScore(metric, label_lower_better=True)
+    labels = torch.tensor(data.label)
+    batch = score(data.ref, torch.stack(data.dis[:4]), labels[:4], torch.arange(4))  # forward: this batch's value
+    assert float(batch["score"]) == pytest.approx(float(metric(data.ref, torch.stack(data.dis[:4])).mean()), rel=1e-6)
+    score.update(data.ref, torch.stack(data.dis[3:]), labels[3:], torch.arange(3, N))  # pair 3 seen twice
+    assert score.compute() == pytest.approx(_expected(metric), rel=1e-6)
