@@ -153,7 +153,7 @@ def test_wandb_offline_run_has_config_summary_table_and_plot(tmp_path, demo_root
     assert len(json.loads(table.read_text())["data"]) == 10
     (record,) = list(offline.glob("*.wandb"))  # the offline record (protobuf) holds config, metrics and tags
     blob = record.read_bytes()
-    for text in ("l2/srcc", "psnr/plcc_fit", "timm:vit_tiny_patch16_224", "zero-shot", "g1", "preset"):
+    for text in ("l2/srcc", "psnr/plcc_fit", "l2/srcc_ci_lo", "timm:vit_tiny_patch16_224", "zero-shot", "g1", "preset"):
         assert text.encode() in blob, text
     assert summary["metrics"]["l2"]["n_scored"] == 10
 

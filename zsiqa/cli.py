@@ -42,6 +42,38 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .errors import InputError
+    from .stats import compare as cmp
+
+    sources = []
+    for spec in args.runs:  # NAME=RUN_DIR, unless the whole argument is a folder (Hydra folder names hold "=")
+        name, _, path = ("", "", spec) if Path(spec).is_dir() else spec.partition("=")
+        sources.append(cmp.read_run(path, prefix=name or None, match=args.match))
+    if args.csv and args.label_direction is None:
+        raise InputError("--csv needs --label-direction higher|lower (the direction of its label column)")
+    columns = {"ref": args.ref_col, "dis": args.dis_col, "label": args.label_col, "pred": args.pred_col,
+               "type": args.type_col}
+    for spec in args.csv:
+        name, eq, rest = spec.partition("=")
+        path, _, direction = rest.rpartition(":")
+        if not eq or not name or direction not in ("lower", "higher"):
+            raise InputError(f"--csv {spec!r}: write NAME=PATH:lower or NAME=PATH:higher (the prediction's direction)")
+        sources.append(cmp.read_predictions(path, name, direction == "lower", args.label_direction == "lower",
+                                            columns, args.match))
+    level = 1 - args.alpha
+    result = cmp.compare(sources, args.resamples, args.seed, level, args.alpha, args.by_type)
+    print(cmp.format_leaderboard(result, level))
+    for dist_type, board in result.get("by_type", {}).items():
+        print(cmp.format_leaderboard(board, level, title=f"distortion type {dist_type}"))
+    for option, write in ((args.json, cmp.write_json), (args.matrix, cmp.write_matrix), (args.plot, cmp.plot_leaderboard)):
+        if option:
+            print(f"wrote {write(result, option)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zsiqa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +99,28 @@ def build_parser() -> argparse.ArgumentParser:
     dl = sub.add_parser("download", help="pre-fetch backbone weights into the cache (for offline GPU nodes)")
     dl.add_argument("backbones", nargs="+")
     dl.set_defaults(func=_download)
+
+    # ---- zsiqa compare: leaderboard with reference-clustered intervals and paired significance (zsiqa.stats.compare)
+    cmp = sub.add_parser("compare", help="compare metrics on the same pairs: leaderboard, intervals, paired tests",
+                         description="Compare metrics from zsiqa run folders and per-image CSVs on the same pairs.")
+    cmp.add_argument("runs", nargs="*", metavar="[NAME=]RUN_DIR",
+                     help="zsiqa run folders; each metric column becomes NAME/<column> (NAME: the folder name)")
+    cmp.add_argument("--csv", action="append", default=[], metavar="NAME=PATH:lower|higher",
+                     help="a per-image CSV of one metric and the direction of its prediction (repeatable)")
+    cmp.add_argument("--label-direction", choices=["higher", "lower"], default=None,
+                     help="direction of the CSVs' label column (required with --csv; PIPAL/KADID MOS: higher)")
+    for role, default in (("ref", "ref"), ("dis", "dis"), ("label", "mos"), ("pred", "pred"), ("type", None)):
+        cmp.add_argument(f"--{role}-col", default=default, help=f"CSV column of the {role} (default: {default or 'none'})")
+    cmp.add_argument("--match", choices=["name", "path"], default="name",
+                     help="match pairs by image file names (default) or by the paths as written")
+    cmp.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of reference images (1000)")
+    cmp.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
+    cmp.add_argument("--alpha", type=float, default=0.05, help="significance level; intervals are 1 - alpha (0.05)")
+    cmp.add_argument("--by-type", action="store_true", help="also one leaderboard per distortion type")
+    cmp.add_argument("--json", default=None, metavar="PATH", help="write metrics and pairs as JSON")
+    cmp.add_argument("--matrix", default=None, metavar="PATH", help="write the ΔSRCC / p matrix as CSV")
+    cmp.add_argument("--plot", default=None, metavar="PATH", help="draw the leaderboard with interval bars (PNG)")
+    cmp.set_defaults(func=_compare)
     return parser
 
 

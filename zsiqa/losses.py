@@ -1,4 +1,4 @@
-"""Training losses built on frozen backbones."""
+"""Losses built on frozen backbones: DeepSSIM-Lite for training, and any zero-shot metric as a perceptual loss."""
 from __future__ import annotations
 
 import torch
@@ -6,6 +6,9 @@ from torch import nn
 
 from .backbones import create_backbone
 from .distances.deepssim import gram_ssim, image_features
+from .errors import InputError
+from .metric import Features, FRMetric, align_pair
+from .windows import crop_windows
 
 
 class DeepSSIMLoss(nn.Module):
@@ -32,3 +35,78 @@ class DeepSSIMLoss(nn.Module):
             # block = C: one window over the whole C x C matrix.
             layers.append(1 - gram_ssim(r, d, block=r.shape[1], normalize=True))
         return torch.stack(layers, 1).mean()
+
+
+# Heads checked to be deterministic, differentiable functions of the features (gradcheck in tests/test_losses.py).
+# swd is left out: the paper draws fresh random directions from the global RNG on every call (use swd_fixed).
+DIFFERENTIABLE_DISTANCES = ("l2", "cos", "cos_channel", "skld", "jsd", "wsd", "swd_fixed", "deepssim", "embed_cos")
+
+
+class PerceptualLoss(nn.Module):
+    """A zero-shot metric as a differentiable loss: ``loss(dis, ref)``, gradients flowing into ``dis`` (and ``ref`` if it
+    requires them) through the windows and the frozen, eval-mode backbone.
+
+    The value is the metric's score, made lower = better: distances as ``metric(ref, dis)`` gives them, similarities
+    (deepssim) as ``1 - score``. It is computed exactly as ``FRMetric`` does (same normalisation, windows, chunks of
+    ``max_windows_per_batch``, model dtype, fp32 distances and size alignment), only without ``torch.no_grad``.
+    ``dtype``: the backbone's compute dtype (default: the metric's; float64 for gradient checks). ``reduction``:
+    ``"mean"`` (a scalar) or ``"none"`` (``[N]``). Inputs are RGB ``[N, 3, H, W]`` in [0, 1] (not range-checked: an
+    image being optimised may step slightly outside); ``ref`` may be one image for N distorted ones.
+    The distribution heads' ``log(d + 1) ** 0.25`` has an infinite slope at d = 0: identical inputs give inf/NaN
+    gradients there, so start from an image that differs from the reference.
+    """
+
+    def __init__(self, metric: FRMetric, reduction: str = "mean", dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        if metric.distance.name not in DIFFERENTIABLE_DISTANCES:
+            raise InputError(
+                f"distance {metric.distance.name!r} cannot be used as a loss; differentiable heads: "
+                f"{', '.join(DIFFERENTIABLE_DISTANCES)}"
+            )
+        if type(metric).score_features is not FRMetric.score_features:
+            raise InputError(f"{type(metric).__name__} scores with learned head weights; only zero-shot metrics "
+                             "(create_metric without head=) can be used as a loss")
+        if reduction not in ("mean", "none"):
+            raise InputError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+        self.metric = metric
+        metric.backbone.freeze()
+        self.reduction = reduction
+        self.dtype = dtype
+
+    def _features(self, x: torch.Tensor) -> Features:
+        """``FRMetric.features`` with the graph kept."""
+        m = self.metric
+        n, size = x.shape[0], tuple(x.shape[-2:])
+        if m.normalize:
+            x = (x - m.mean) / m.std
+        window = m.backbone.window
+        crops, k = (x, 1) if window is None else crop_windows(x, window, m.stride)
+        dtype = self.dtype or m.model_dtype()
+        if next(m.backbone.parameters()).dtype != dtype:
+            m.backbone.to(dtype)
+        run = m.backbone.embed if m.distance.kind == "embed" else m.backbone.taps
+        chunks = [run(c.to(dtype)) for c in crops.split(m.max_windows_per_batch)]
+        if m.distance.kind == "embed":
+            chunks = [[c] for c in chunks]
+        taps = [torch.cat([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+        if m.fp32_distances or dtype == torch.bfloat16:
+            taps = [t.to(torch.promote_types(t.dtype, torch.float32)) for t in taps]
+        return Features(taps, n, k, size)
+
+    def forward(self, dis: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        m = self.metric
+        for name, t in (("dis", dis), ("ref", ref)):
+            if t.ndim != 4 or t.shape[1] != 3 or not t.is_floating_point():
+                raise InputError(f"{name} must be a float [N, 3, H, W] RGB tensor, got {t.dtype} {tuple(t.shape)}")
+        if ref.shape[0] not in (1, dis.shape[0]):
+            raise InputError(f"got {ref.shape[0]} references for {dis.shape[0]} distorted images; give 1 or as many")
+        if m.distance.kind != "image":
+            dis = align_pair(ref, dis, m.align, f"distance {m.distance.name!r}")
+        r = self._features(ref).repeat_to(dis.shape[0])
+        d = self._features(dis)
+        if m.distance.kind == "image":
+            score = m.distance.fn(r.taps, d.taps, r.num_windows, d.num_windows)
+        else:
+            score = m.distance.fn(r.taps, d.taps).view(d.num_images, d.num_windows).mean(1)
+        loss = score if m.lower_better else 1 - score
+        return loss.mean() if self.reduction == "mean" else loss

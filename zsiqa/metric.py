@@ -245,6 +245,7 @@ def create_metric(
     device: str | torch.device | None = None,
     preset: str | None = None,
     head: str | os.PathLike | None = None,
+    as_loss: bool = False,
     **options,
 ) -> FRMetric:
     """Build a metric: ``create_metric("dino_vitb16", "wsd")(ref, dis)``.
@@ -253,6 +254,7 @@ def create_metric(
     bit-faithful to the official code) or "fixed" (its bugs fixed). options: normalize, precision, stride,
     max_windows_per_batch, align. head: a head checkpoint from train.py (``head.pt``): its stored config decides
     backbone, distance, preset, normalize and stride; any of them given explicitly must agree with it.
+    as_loss: return ``zsiqa.losses.PerceptualLoss`` around the metric (differentiable, ``loss(dis, ref)``).
     """
     if head is not None:
         from .heads import create_head_metric
@@ -267,4 +269,9 @@ def create_metric(
                           preset=preset, **options)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return metric.to(device).eval()
+    metric = metric.to(device).eval()
+    if as_loss:
+        from .losses import PerceptualLoss
+
+        return PerceptualLoss(metric)
+    return metric

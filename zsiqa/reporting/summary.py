@@ -7,15 +7,28 @@ from pathlib import Path
 
 import numpy as np
 
-from ..stats import correlations, fit_logistic, logistic4
+from ..stats import correlation_intervals, correlations, fit_logistic, logistic4
 
 TABLE_KEYS = ("plcc", "srcc", "krcc", "plcc_fit", "rmse_fit")
+CI_KEYS = ("plcc", "srcc", "krcc", "plcc_fit")  # each gets ``<key>_ci`` = [lo, hi]
 
 
-def summarize(rows: list[dict], metrics: dict[str, bool], label_lower_better: bool) -> dict:
-    """``metrics``: column -> lower_better. Non-finite scores are counted as failed and listed, never dropped silently."""
+def summarize(
+    rows: list[dict], metrics: dict[str, bool], label_lower_better: bool,
+    n_resamples: int = 1000, seed: int = 0, level: float = 0.95,
+) -> dict:
+    """``metrics``: column -> lower_better. Non-finite scores are counted as failed and listed, never dropped silently.
+
+    Besides the correlations, each metric gets ``<key>_ci`` for ``CI_KEYS``: percentile intervals at ``level`` from
+    ``n_resamples`` reference-image bootstrap resamples (``zsiqa.stats.bootstrap``; 0 resamples: no intervals), and
+    ``ci_method`` saying so. Intervals that cannot be computed (e.g. one reference) are NaN with ``ci_error``.
+    """
     label = np.array([float(r["label"]) for r in rows])
     types = [r["dist_type"] for r in rows]
+    ref_ids = np.array([r["ref_id"] for r in rows])
+    nan_ci = {f"{k}_ci": [float("nan"), float("nan")] for k in CI_KEYS}
+    method = (f"reference-clustered percentile bootstrap, {n_resamples} resamples, seed {seed}, "
+              f"{round(100 * level)} % intervals")
     out = {}
     for name, lower_better in metrics.items():
         pred = np.array([float(r[name]) for r in rows])
@@ -28,6 +41,13 @@ def summarize(rows: list[dict], metrics: dict[str, bool], label_lower_better: bo
             )
         except ValueError as e:  # e.g. a constant prediction: reported in the table, not hidden
             corr = {k: float("nan") for k in TABLE_KEYS} | {"error": str(e)}
+        if n_resamples > 0:
+            corr["ci_method"] = method
+            try:
+                corr |= correlation_intervals(pred[ok], label[ok], ref_ids[ok], lower_better, label_lower_better,
+                                              n_resamples, seed, level)
+            except ValueError as e:  # e.g. all pairs of one reference: no between-reference variation to resample
+                corr |= nan_ci | {"ci_error": str(e)}
         out[name] = {**corr, "n_scored": int(ok.sum()), "n_failed": len(failed), "failed_indices": failed[:100],
                      "lower_better": lower_better}
     return out
@@ -37,11 +57,23 @@ def _fmt(v) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
 
+def _cell(s: dict, key: str) -> str:
+    """The value, with its interval as ``value [lo, hi]`` when the summary has one."""
+    ci = s.get(f"{key}_ci")
+    if ci is None or any(math.isnan(v) for v in ci) or math.isnan(s.get(key, float("nan"))):
+        return _fmt(s.get(key))
+    return f"{_fmt(s[key])} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
 def markdown_table(summary: dict, title: str) -> str:
+    """One row per metric; bracketed: the reference-bootstrap interval (see ``ci_method`` in summary.json)."""
     lines = [f"### {title}", "", "| metric | " + " | ".join(k.upper() for k in TABLE_KEYS) + " | n | failed |",
              "|---|" + "---|" * (len(TABLE_KEYS) + 2)]
     for name, s in summary.items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(s.get(k)) for k in TABLE_KEYS) + f" | {s['n_scored']} | {s['n_failed']} |")
+        lines.append(f"| {name} | " + " | ".join(_cell(s, k) for k in TABLE_KEYS) + f" | {s['n_scored']} | {s['n_failed']} |")
+    methods = {s["ci_method"] for s in summary.values() if "ci_method" in s}
+    if methods:
+        lines += ["", f"[lo, hi]: {', '.join(sorted(methods))}."]
     return "\n".join(lines) + "\n"
 
 

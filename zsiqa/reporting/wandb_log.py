@@ -37,12 +37,15 @@ def make_logger(cfg: dict, run_dir: Path, job_type: str, name: str, tags: list[s
 
 
 def log_evaluation(cfg: dict, run_dir: Path, rows: list[dict], summary: dict, plot: Path, extra: dict) -> None:
-    """Config, summary metrics (``<metric>/srcc`` ...), the per-image table and the scatter plot."""
+    """Config, summary metrics (``<metric>/srcc`` ..., intervals as ``<metric>/srcc_ci_lo`` / ``_hi``), the per-image
+    table and the scatter plot."""
     tname = cfg["transform"]["name"]
     tags = [cfg["backbone"]["name"], cfg["data"]["name"], tname, cfg["preset"], "trained" if cfg.get("head") else "zero-shot"]
     name = f"{cfg['backbone']['name']}/{cfg['data']['name']}/{tname}"
     logger = make_logger(cfg, run_dir, "evaluate", name, tags)
     metrics = {f"{m}/{k}": v for m, s in summary.items() for k, v in s.items() if isinstance(v, (int, float))}
+    metrics.update({f"{m}/{k}_{end}": v[i] for m, s in summary.items() for k, v in s.items() if k.endswith("_ci")
+                    for i, end in enumerate(("lo", "hi"))})
     metrics.update({f"run/{k}": v for k, v in extra.items() if isinstance(v, (int, float))})
     logger.log_metrics(metrics)
     logger.experiment.summary.update(metrics)

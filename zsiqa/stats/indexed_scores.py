@@ -11,11 +11,31 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 
-def _cat(state: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+def cat_state(state: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
     """A ``cat`` state as one CPU float64 tensor (a list before sync, a tensor after)."""
     if isinstance(state, list) and not state:
         return torch.zeros(0, dtype=torch.float64)
     return dim_zero_cat(state).cpu()
+
+
+def unique_rows(index: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Positions of the rows to keep, sorted by index: the first row gathered (lowest rank) of each index.
+
+    Repeats with a different label mean two samples share an index: a ``ValueError``.
+    """
+    order = torch.argsort(index, stable=True)  # stable: among repeats, gather order (rank 0 first) decides
+    sorted_index = index[order]
+    first = torch.ones(index.numel(), dtype=torch.bool)
+    first[1:] = sorted_index[1:] != sorted_index[:-1]
+    group = torch.cumsum(first.to(torch.int64), 0) - 1
+    sorted_label = label[order]
+    kept_label = sorted_label[first][group]
+    same = (sorted_label == kept_label) | (sorted_label.isnan() & kept_label.isnan())
+    if not bool(same.all()):
+        clashes = sorted(set(sorted_index[~same].tolist()))
+        raise ValueError(f"rows with the same index have different labels at indices {clashes[:10]}: "
+                         "every sample needs a unique dataset index")
+    return order[first]
 
 
 class IndexedScores(Metric):
@@ -68,7 +88,7 @@ class IndexedScores(Metric):
         self.label.append(label.detach().to(torch.float64))
 
     def compute(self) -> dict:
-        index, score, label, terms = (_cat(s) for s in (self.index, self.score, self.label, self.terms))
+        index, score, label, terms = (cat_state(s) for s in (self.index, self.score, self.label, self.terms))
         index = index.to(torch.int64)
         n_rows = index.numel()
         if terms.numel():
@@ -78,19 +98,7 @@ class IndexedScores(Metric):
                 )
             terms = terms.reshape(n_rows, -1)
 
-        order = torch.argsort(index, stable=True)  # stable: among repeats, gather order (rank 0 first) decides
-        sorted_index = index[order]
-        first = torch.ones(n_rows, dtype=torch.bool)
-        first[1:] = sorted_index[1:] != sorted_index[:-1]
-        group = torch.cumsum(first.to(torch.int64), 0) - 1
-        sorted_label = label[order]
-        kept_label = sorted_label[first][group]
-        same = (sorted_label == kept_label) | (sorted_label.isnan() & kept_label.isnan())
-        if not bool(same.all()):
-            clashes = sorted(set(sorted_index[~same].tolist()))
-            raise ValueError(f"rows with the same index have different labels at indices {clashes[:10]}: "
-                             "every sample needs a unique dataset index")
-        keep = order[first]
+        keep = unique_rows(index, label)
         return {
             "index": index[keep].numpy(),
             "score": score[keep].numpy(),
