@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from . import register_backbone, register_prefix
 from .base import Backbone
 from .timm_models import vit_block_tokens
@@ -61,7 +62,7 @@ class OpenClipTimmTrunk(OpenClipBackbone):
                 for block in stage.blocks:
                     block.register_forward_hook(self._record)
         else:
-            raise ValueError(f"backbone {name!r}: open_clip timm trunk {type(trunk).__name__} has neither stages of "
+            raise ConfigError(f"backbone {name!r}: open_clip timm trunk {type(trunk).__name__} has neither stages of "
                              f"blocks nor ViT blocks; use timm:<model_name> for it instead")
 
     def _record(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
@@ -97,7 +98,7 @@ def _wrap(name: str, model: nn.Module, arch: str, tag: str, window: int | None =
     for kind, cls in families:
         if isinstance(visual, kind):
             return cls(name, visual, mean, std, window)
-    raise ValueError(f"backbone {name!r}: open_clip image tower {type(visual).__name__} is not supported "
+    raise ConfigError(f"backbone {name!r}: open_clip image tower {type(visual).__name__} is not supported "
                      f"(supported: VisionTransformer, ModifiedResNet, TimmModel)")
 
 
