@@ -170,8 +170,7 @@ class FRMetric(nn.Module):
         else:
             crops, k = crop_windows(x, window, self.stride)
         dtype = self.model_dtype()
-        if next(self.backbone.parameters()).dtype != dtype:
-            self.backbone.to(dtype)
+        self.backbone.cast(dtype)
         run = self.backbone.embed if self.distance.kind == "embed" else self.backbone.taps
         chunks = [run(c.to(dtype)) for c in crops.split(self.max_windows_per_batch)]
         if self.distance.kind == "embed":

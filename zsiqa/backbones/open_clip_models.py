@@ -2,6 +2,9 @@
 ``open_clip:<arch>:<tag>``. Only the image tower is kept."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 from torch import nn
 
@@ -24,19 +27,64 @@ class OpenClipBackbone(Backbone):
         return self.visual(x)
 
 
-class OpenClipViT(OpenClipBackbone):
+class OpenAICastMixin:
+    """fp16 the way ``clip.load`` runs OpenAI CLIP on CUDA (its ``convert_weights``): only convolution, linear and
+    attention weights and the output projection are fp16; LayerNorm / BatchNorm parameters and the class and position
+    embeddings stay fp32 (the embeddings are rounded to fp16 where they are added). LayerNorm normalises in fp32 and
+    rounds its output to fp16, as OpenAI's ``LayerNorm`` subclass does. Other dtypes convert the whole tower."""
+
+    visual: nn.Module
+
+    def cast(self, dtype: torch.dtype) -> None:
+        if dtype != torch.float16:
+            super().cast(dtype)
+            return
+        if self.visual.conv1.weight.dtype == torch.float16:
+            return
+        from open_clip.model import convert_weights_to_lp
+        from open_clip.transformer import LayerNormFp32
+
+        self.float()
+        convert_weights_to_lp(self.visual, torch.float16)
+        for module in self.visual.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.__class__ = LayerNormFp32  # open_clip's fp32-normalising LayerNorm; identical in fp32
+
+    @property
+    def clip_fp16(self) -> bool:
+        return self.visual.conv1.weight.dtype == torch.float16
+
+
+@contextmanager
+def _plain_attention(enabled: bool) -> Iterator[None]:
+    """Without PyTorch's fused inference path for ``nn.MultiheadAttention``, which open_clip's batch-first blocks take
+    and OpenAI's sequence-first blocks never do: in fp16 the two round differently (about 1e-3 relative per block)."""
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(previous and not enabled)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
+
+
+class OpenClipViT(OpenAICastMixin, OpenClipBackbone):
     """open_clip VisionTransformer. Taps = each ``transformer.resblocks[i]`` output, ``[B, 1 + N, C]`` with CLS first
     (ln_pre applied at the input, no ln_post), as the official code hooks them."""
 
     layout = "tokens"
 
     def taps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        out = self.visual.forward_intermediates(x, intermediates_only=True, output_fmt="NLC", output_extra_tokens=True)
+        with _plain_attention(self.clip_fp16):
+            out = self.visual.forward_intermediates(x, intermediates_only=True, output_fmt="NLC", output_extra_tokens=True)
         return [torch.cat([prefix, tokens], dim=1)
                 for tokens, prefix in zip(out["image_intermediates"], out["image_intermediates_prefix"])]
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        with _plain_attention(self.clip_fp16):
+            return self.visual(x)
 
-class OpenClipResNet(OpenClipBackbone):
+
+class OpenClipResNet(OpenAICastMixin, OpenClipBackbone):
     """OpenAI ModifiedResNet. Taps = stem output (after its AvgPool2d(2), the official ``visual.avgpool`` hook),
     layer1..layer4: 5 maps. Embed = attention-pool output."""
 

