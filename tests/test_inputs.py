@@ -369,7 +369,7 @@ def test_kadid_duplicated_row_names_both_csv_lines(tmp_path):
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "zsiqa.cli", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+                          check=False, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
 
 
 def test_cli_subprocess_exit_codes_and_no_traceback(files):
