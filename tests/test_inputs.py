@@ -445,7 +445,7 @@ def test_evaluate_py_bad_images_and_labels(tmp_path, capsys):
 
     code, err = run_evaluate(capsys, *common, "run.num_workers=1", "run.name=stop")  # raised in the main process
     last = error_line(err)
-    assert code == 1 and "Traceback" not in err and "\n" not in last
+    assert code == 1 and "Traceback" not in err and "\n" not in last and "\nevaluate.py: error: " in err
     assert last.startswith(f"evaluate.py: error: truncated PNG: {bad} (") and "data.on_bad_image=skip" in last
 
     code, err = run_evaluate(capsys, *common, "run.num_workers=0", "run.name=skip", "data.on_bad_image=skip")

@@ -152,3 +152,6 @@ class PairProgress(L.Callback):
     def on_test_end(self, trainer, pl_module) -> None:
         if self.bar is not None:
             self.bar.close()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.on_test_end(trainer, pl_module)  # the error message then starts on a line of its own
