@@ -48,8 +48,10 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zsiqa", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--debug", action="store_true", help="show the traceback of expected errors too (= ZSIQA_DEBUG=1)")
+    parser = argparse.ArgumentParser(
+        prog="zsiqa", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of expected errors too (= ZSIQA_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     score = sub.add_parser("score", help="score one reference/distorted pair")

@@ -72,14 +72,15 @@ def _decode_failure(path: Path, size: int, err: Exception) -> str:
     if fmt == "BMP" and len(head) >= 6:
         expected = struct.unpack("<I", head[2:6])[0]  # bfSize: the whole file's size in bytes
         if expected > size:
-            return f"truncated BMP: {path} ({expected - size} bytes missing: the header says {expected}, the file has {size})"
+            return (f"truncated BMP: {path} ({expected - size} bytes missing: the header says {expected}, "
+                    f"the file has {size})")
     if "truncated" in str(err):
         return f"truncated {fmt}: {path} ({err}); the file is incomplete, copy it again"
     return f"corrupt {fmt}: {path} ({type(err).__name__}: {err})"
 
 
-_FORMATS = {b"BM": "BMP", b"\xff\xd8": "JPEG", b"\x89PNG": "PNG", b"GIF8": "GIF", b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
-            b"RIFF": "WEBP"}
+_FORMATS = {b"BM": "BMP", b"\xff\xd8": "JPEG", b"\x89PNG": "PNG", b"GIF8": "GIF", b"II*\x00": "TIFF",
+            b"MM\x00*": "TIFF", b"RIFF": "WEBP"}
 
 
 def image_to_array(im: Image.Image, source: str = "image") -> np.ndarray:
@@ -165,5 +166,6 @@ def check_tensor(x: torch.Tensor, name: str) -> torch.Tensor:
         raise InputError(f"{name}: tensor holds NaN or Inf values ({int((~torch.isfinite(x)).sum())} of {x.numel()})")
     lo, hi = float(x.min()), float(x.max())
     if lo < -1e-6 or hi > 1 + 1e-6:
-        raise InputError(f"{name}: values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}] (undo any mean/std normalisation)")
+        raise InputError(f"{name}: values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}] "
+                         "(undo any mean/std normalisation)")
     return x

@@ -75,7 +75,8 @@ class OpenClipViT(OpenAICastMixin, OpenClipBackbone):
 
     def taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         with _plain_attention(self.clip_fp16):
-            out = self.visual.forward_intermediates(x, intermediates_only=True, output_fmt="NLC", output_extra_tokens=True)
+            out = self.visual.forward_intermediates(x, intermediates_only=True, output_fmt="NLC",
+                                                    output_extra_tokens=True)
         return [torch.cat([prefix, tokens], dim=1)
                 for tokens, prefix in zip(out["image_intermediates"], out["image_intermediates_prefix"])]
 

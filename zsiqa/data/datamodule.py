@@ -79,8 +79,8 @@ class FRDataModule(L.LightningDataModule):
     name / root / reader options: as ``read_dataset``. limit: the first N pairs only. pair_transform: a robustness
     transform ``(ref, dis) -> (ref, dis)`` on PIL images. skip: item indices already scored (resume).
     exif: EXIF orientation of the image files, "apply" or "ignore" (resolve the config's "auto" against the preset
-    with ``zsiqa.io.resolve_exif`` first). on_bad_image: "error" (a corrupt or missing image stops the run, file named) or
-    "skip" (the evaluation engine records the pair as failed, with the reason).
+    with ``zsiqa.io.resolve_exif`` first). on_bad_image: "error" (a corrupt or missing image stops the run, file
+    named) or "skip" (the evaluation engine records the pair as failed, with the reason).
     """
 
     def __init__(

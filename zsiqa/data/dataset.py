@@ -32,7 +32,9 @@ class PairDataset(Dataset):
     None).
     """
 
-    def __init__(self, items: Sequence[PairItem], pair_transform: PairTransform | None = None, exif: str = "apply") -> None:
+    def __init__(
+        self, items: Sequence[PairItem], pair_transform: PairTransform | None = None, exif: str = "apply"
+    ) -> None:
         self.items = list(items)
         self.pair_transform = pair_transform
         self.exif = exif
@@ -42,7 +44,8 @@ class PairDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         item = self.items[i]
-        sample = {"index": item.index, "ref": None, "dis": None, "label": item.label, "ref_id": item.ref_id, "error": ""}
+        sample = {"index": item.index, "ref": None, "dis": None, "label": item.label, "ref_id": item.ref_id,
+                  "error": ""}
         try:
             sample["ref"], sample["dis"] = self._load(item)
         except (InputError, MissingFileError) as e:
