@@ -93,11 +93,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-@pytest.fixture(scope="module")
-def metric():
-    from conftest import TinyViT
-
-    return FRMetric(TinyViT().freeze(), get_distance("l2"), preset="paper")
+@pytest.fixture
+def metric(tiny_backbone):
+    return FRMetric(tiny_backbone, get_distance("l2"), preset="paper")
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -205,9 +203,7 @@ def test_alpha_is_dropped_not_composited(files):
     assert torch.equal(la[0], torch.from_numpy(rgba[..., 2].astype(np.float32) / 255.0)) and torch.equal(la[0], la[1])
 
 
-def test_exif_orientation_applied_by_default_ignored_by_the_paper_preset(files, capsys):
-    from conftest import TinyViT
-
+def test_exif_orientation_applied_by_default_ignored_by_the_paper_preset(files, capsys, tiny_backbone):
     raw, plain = read_image(files["exif6.jpg"], exif="ignore"), read_image(files["noexif.jpg"])
     assert raw.shape == (3, 24, 40) and torch.equal(raw, plain)  # same encoder, same pixels: only the tag differs
     with Image.open(files["exif6.jpg"]) as im:
@@ -216,7 +212,7 @@ def test_exif_orientation_applied_by_default_ignored_by_the_paper_preset(files, 
     assert applied.shape == (3, 40, 24) and torch.equal(applied, rotated)
     assert torch.equal(applied, torch.rot90(raw, -1, dims=(1, 2)))  # 6 = displayed rotated 90 degrees clockwise
 
-    backbone = TinyViT().freeze()
+    backbone = tiny_backbone
     paper = FRMetric(backbone, get_distance("l2"), preset="paper")  # exif=auto -> ignore, as the official code
     assert paper.exif == "ignore" and float(paper(files["exif6.jpg"], files["noexif.jpg"])[0]) == 0.0
     fixed = FRMetric(backbone, get_distance("l2"), preset="fixed")  # exif=auto -> apply
