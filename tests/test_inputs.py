@@ -358,6 +358,27 @@ def test_kadid_duplicated_row_names_both_csv_lines(tmp_path):
         read_dataset("kadid10k", root, strict=False)
 
 
+def test_a_pair_that_fails_to_load_carries_its_error_to_the_main_process(files, tmp_path):
+    from zsiqa.data import PairDataset, PairItem
+    from zsiqa.data.datamodule import reference_groups, split_failed
+
+    items = [PairItem(index=k, ref=files["ok.png"], dis=files[name], label=1.0, label_lower_better=True, dist_type="t",
+                      ref_id="ok") for k, name in enumerate(["ok2.png", "truncated.png", "ok2.png"])]
+    items.append(PairItem(index=3, ref=files["ok.png"], dis=tmp_path / "gone.png", label=1.0, label_lower_better=True,
+                          dist_type="t", ref_id="ok"))
+    batch = [PairDataset(items)[k] for k in range(4)]
+    assert [bool(s["error"]) for s in batch] == [False, True, False, True] and batch[1]["ref"] is None
+    assert re.match(decode_message("truncated.png", files["truncated.png"], files), batch[1]["error"])
+    assert batch[3]["error"] == f"image not found: {tmp_path / 'gone.png'}"
+    with pytest.raises(InputError, match=r"truncated PNG: .*truncated.png .*\(data.on_bad_image=skip records"):
+        split_failed(batch, "error")
+    loaded, failed = split_failed(batch, "skip")
+    assert [s["index"] for s in loaded] == [0, 2] and [s["index"] for s in failed] == [1, 3]
+    assert [len(samples) for *_, samples in reference_groups(loaded)] == [2]
+    with pytest.raises(InputError, match=r"^truncated PNG: .*truncated.png \(image file is truncated[^)]*\); the file"):
+        list(reference_groups(batch))  # what train.py's term computation meets: the file named, no skip hint
+
+
 # ------------------------------------------------------------------------------------------------ subprocesses
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -65,9 +65,11 @@ def split_failed(batch: list[dict], on_bad_image: str = "error") -> tuple[list[d
 def reference_groups(batch: list[dict]) -> Iterator[tuple[str, torch.Tensor, torch.Tensor, list[dict]]]:
     """The samples of a batch grouped by reference (and image sizes): ``(ref_id, ref [1,3,H,W], dis [n,3,h,w],
     samples)`` in first-appearance order, so one reference's features serve all its distorted images. A sample whose
-    image failed to load raises its error (pass ``split_failed``'s loaded samples to go on without it)."""
+    image failed to load raises its error (pass ``split_failed``'s loaded samples to go on without them)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
-    for s in split_failed(batch)[0]:
+    for s in batch:
+        if s["error"]:
+            raise InputError(s["error"])
         groups[(s["ref_id"], tuple(s["ref"].shape), tuple(s["dis"].shape))].append(s)
     for (ref_id, _, _), samples in groups.items():
         yield ref_id, samples[0]["ref"][None], torch.stack([s["dis"] for s in samples]), samples
