@@ -31,7 +31,8 @@ class OpenAICastMixin:
     """fp16 the way ``clip.load`` runs OpenAI CLIP on CUDA (its ``convert_weights``): only convolution, linear and
     attention weights and the output projection are fp16; LayerNorm / BatchNorm parameters and the class and position
     embeddings stay fp32 (the embeddings are rounded to fp16 where they are added). LayerNorm normalises in fp32 and
-    rounds its output to fp16, as OpenAI's ``LayerNorm`` subclass does. Other dtypes convert the whole tower."""
+    rounds its output to fp16, as OpenAI's ``LayerNorm`` subclass does (open_clip's own ``precision="fp16"`` casts the
+    same way, so other open_clip ViTs and ResNets share it). Other dtypes convert the whole tower."""
 
     visual: nn.Module
 
