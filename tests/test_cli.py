@@ -30,16 +30,23 @@ def test_list_shows_backbones_distances_presets(capsys):
         assert name in out
 
 
-def test_missing_weights_offline_is_one_clear_error(pair):
+def test_missing_weights_offline_is_one_clear_error(pair, capsys):
+    assert main(["score", str(pair[0]), str(pair[1]), "--backbone", "dino_vits16", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("zsiqa: error: backbone 'dino_vits16': pretrained weights are not available")
+    assert "zsiqa download dino_vits16" in err and "--weights PATH (zsiqa score)" in err and "Traceback" not in err
+    assert main(["download", "dino_vits16"]) == 1
+    assert "weights=PATH (create_metric" in capsys.readouterr().err
+
+
+def test_missing_weights_offline_raises_under_debug(pair):
     from zsiqa.backbones.weights import WeightsUnavailableError
 
     with pytest.raises(WeightsUnavailableError, match="zsiqa download dino_vits16"):
-        main(["score", str(pair[0]), str(pair[1]), "--backbone", "dino_vits16", "--device", "cpu"])
-    with pytest.raises(WeightsUnavailableError, match="weights=/path/to/file"):
-        main(["download", "dino_vits16"])
+        main(["--debug", "score", str(pair[0]), str(pair[1]), "--backbone", "dino_vits16", "--device", "cpu"])
 
 
-def test_missing_image_names_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.png"):
-        main(["score", str(tmp_path / "nope.png"), str(tmp_path / "x.png"), "--backbone", "efficientnet_lite0",
-              "--device", "cpu"])
+def test_missing_image_names_the_file(tmp_path, capsys):
+    assert main(["score", str(tmp_path / "nope.png"), str(tmp_path / "x.png"), "--backbone", "efficientnet_lite0",
+                 "--device", "cpu"]) == 1
+    assert capsys.readouterr().err == f"zsiqa: error: image not found: {tmp_path / 'nope.png'}\n"

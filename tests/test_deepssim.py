@@ -273,7 +273,8 @@ def test_offline_without_cache_names_the_file_and_fixes(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
     with pytest.raises(WeightsUnavailableError, match="vgg16-397923af.pth") as err:
         create_backbone("vgg16", pretrained=True)
-    assert "weights=/path/to/file" in str(err.value) and "zsiqa download vgg16" in str(err.value)
+    assert "--weights PATH (zsiqa score), weights=PATH (create_metric" in str(err.value)
+    assert "zsiqa download vgg16" in str(err.value)
 
 
 def test_local_weights_file(vgg, tmp_path):

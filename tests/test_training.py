@@ -281,7 +281,8 @@ def test_compute_terms_of_no_pairs_is_a_clear_error(tmp_path):
     root = tmp_path / "empty"
     root.mkdir()
     write_labels(root, [])
-    with pytest.raises(ValueError, match="no pairs to compute terms for: the dataset at .*empty lists none"):
+    # An empty label file is refused by the reader, before any terms are computed.
+    with pytest.raises(ValueError, match=r"demo: .*empty/meta.csv lists no pairs \(empty label file\)"):
         compute_terms(metric_for(MultiScaleCNN()), demo_data(root), progress=False)
 
 

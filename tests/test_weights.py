@@ -42,7 +42,8 @@ def test_offline_without_cache_raises_one_clear_error(offline_empty_cache, name,
         assert isinstance(info.value, RuntimeError)
         assert repr(name) in message and needs in message and "HF_HUB_OFFLINE=1" in message
         assert f"run `zsiqa download {name}` once on a machine with network" in message
-        assert "weights=/path/to/file" in message
+        assert ("--weights PATH (zsiqa score), weights=PATH (create_metric / create_backbone) or "
+                "backbone.weights=PATH (evaluate.py / train.py)") in message
 
 
 def _assert_loaded(module: torch.nn.Module, saved: dict, prefix: str = "") -> None:

@@ -11,6 +11,8 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
+from .errors import ConfigError, InputError
+
 
 @dataclass(frozen=True)
 class Baseline:
@@ -30,7 +32,7 @@ def _ssim(ref: torch.Tensor, dis: torch.Tensor) -> torch.Tensor:
 
 def _ms_ssim(ref: torch.Tensor, dis: torch.Tensor) -> torch.Tensor:
     if min(ref.shape[-2:]) <= 160:
-        raise ValueError(f"ms_ssim needs images larger than 160 px on each side (5 scales, 11-px window), got {tuple(ref.shape[-2:])}")
+        raise InputError(f"ms_ssim needs images larger than 160 px on each side (5 scales, 11-px window), got {tuple(ref.shape[-2:])}")
     return multiscale_structural_similarity_index_measure(dis, ref, data_range=1.0, reduction="none")
 
 
@@ -46,5 +48,5 @@ BASELINES: dict[str, Baseline] = {
 
 def get_baseline(name: str) -> Baseline:
     if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; available: {', '.join(BASELINES)}")
+        raise ConfigError(f"unknown baseline {name!r}; available: {', '.join(BASELINES)}")
     return BASELINES[name]

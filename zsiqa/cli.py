@@ -1,4 +1,8 @@
-"""`zsiqa` command line: score one pair, list what is registered, pre-fetch weights."""
+"""`zsiqa` command line: score one pair, list what is registered, pre-fetch weights.
+
+Expected failures (bad image, unknown backbone, missing file, offline weights) print one line ``zsiqa: error: ...`` and
+exit 1 (2 for usage and configuration errors); ``--debug`` or ``ZSIQA_DEBUG=1`` shows their traceback.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +10,7 @@ import sys
 
 from .backbones import backbone_doc, list_backbones
 from .distances import get_distance, list_distances
+from .errors import run_entry_point
 from .metric import PRESETS, create_metric
 
 
@@ -13,7 +18,7 @@ def _score(args: argparse.Namespace) -> int:
     backbone = args.backbone or (None if args.head else "dino_vitb16")
     metric = create_metric(
         backbone, args.distance, pretrained=not args.random_init, weights=args.weights,
-        device=args.device, preset=args.preset, head=args.head, align=args.align,
+        device=args.device, preset=args.preset, head=args.head, align=args.align, exif=args.exif,
     )
     score = float(metric(args.ref, args.dis)[0])
     direction = "lower = better" if metric.lower_better else "higher = better"
@@ -75,7 +80,10 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zsiqa", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="zsiqa", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of expected errors too (= ZSIQA_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     score = sub.add_parser("score", help="score one reference/distorted pair")
@@ -89,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--random-init", action="store_true", help="random weights (smoke tests only)")
     score.add_argument("--align", default="error", choices=["error", "resize"],
                        help="different sizes: error, or resize the distorted image to the reference (window heads)")
+    score.add_argument("--exif", default="auto", choices=["auto", "apply", "ignore"],
+                       help="EXIF orientation of the files: apply it, or ignore it as the official code did "
+                            "(auto: ignore under preset paper, apply under fixed)")
     score.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     score.add_argument("-q", "--quiet", action="store_true", help="print the number only")
     score.set_defaults(func=_score)
@@ -125,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (argparse itself exits with 2 on a usage error)."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    return run_entry_point(lambda: args.func(args), "zsiqa", debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from torch import nn
 
 from .backbones import Backbone, create_backbone
 from .distances import DistanceHead, get_distance
+from .errors import ConfigError, InputError, MissingFileError
 from .metric import Features, FRMetric, resolve_distance
 
 HEAD_FORMAT = 1
@@ -144,16 +145,16 @@ def read_head(path: str | os.PathLike) -> tuple[TermWeights, dict]:
     """The weights and config of a head file, or of any checkpoint of a train.py run."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"head checkpoint not found: {path} (train.py writes <run folder>/head.pt)")
+        raise MissingFileError(f"head checkpoint not found: {path} (train.py writes <run folder>/head.pt)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable head checkpoint ({e})") from e
+        raise InputError(f"{path}: not a readable head checkpoint ({e})") from e
     record = obj.get(CHECKPOINT_KEY, obj) if isinstance(obj, dict) else None
     if not isinstance(record, dict) or "config" not in record or "state" not in record:
-        raise ValueError(f"{path} is neither a head file from train.py (head.pt) nor a checkpoint of a train.py run")
+        raise InputError(f"{path} is neither a head file from train.py (head.pt) nor a checkpoint of a train.py run")
     if record.get("format") != HEAD_FORMAT:
-        raise ValueError(f"{path}: head format {record.get('format')!r}, this zsiqa reads format {HEAD_FORMAT}")
+        raise InputError(f"{path}: head format {record.get('format')!r}, this zsiqa reads format {HEAD_FORMAT}")
     config = record["config"]
     weights = TermWeights(config["num_layers"], config["channels"])
     weights.load_state_dict(record["state"])
@@ -162,11 +163,11 @@ def read_head(path: str | os.PathLike) -> tuple[TermWeights, dict]:
 
 def _check_backbone(path: Path, config: dict, backbone: Backbone) -> None:
     if backbone.name != config["backbone"]:
-        raise ValueError(f"head {path} was trained on backbone {config['backbone']!r}, not {backbone.name!r}; "
+        raise ConfigError(f"head {path} was trained on backbone {config['backbone']!r}, not {backbone.name!r}; "
                          f"use backbone={config['backbone']}")
     if backbone_fingerprint(backbone) != config["fingerprint"]:
         source = f"weights={config['weights']}" if config["weights"] else f"pretrained={config['pretrained']}"
-        raise ValueError(
+        raise ConfigError(
             f"head {path} was trained on {config['backbone']} with other weights ({source} at training time, "
             f"fingerprint {config['fingerprint'][:12]}); build the backbone with the same weights"
         )
@@ -205,12 +206,12 @@ def create_head_metric(
     for key, value in (("backbone", backbone), ("preset", preset), ("normalize", options.get("normalize")),
                        ("stride", options.get("stride"))):
         if value is not None and value != config[key]:
-            raise ValueError(f"{key}={value!r} contradicts head {path}, trained with {key}={config[key]!r}; "
+            raise ConfigError(f"{key}={value!r} contradicts head {path}, trained with {key}={config[key]!r}; "
                              f"leave {key} out (the head decides it) or use a head trained with {key}={value!r}")
     if distance is not None:
         distance = resolve_distance(distance, config["preset"])  # as create_metric maps it under the head's preset
     if distance is not None and distance != config["distance"]:
-        raise ValueError(f"distance={distance!r} contradicts head {path}, trained with distance={config['distance']!r}; "
+        raise ConfigError(f"distance={distance!r} contradicts head {path}, trained with distance={config['distance']!r}; "
                          "leave distance out (the head decides it)")
     options = {k: v for k, v in options.items() if k not in ("normalize", "stride")}
     net = create_backbone(config["backbone"], pretrained=pretrained, weights=weights)

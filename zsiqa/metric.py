@@ -11,7 +11,8 @@ from torch import nn
 
 from .backbones import Backbone, create_backbone
 from .distances import DistanceHead, get_distance
-from .io import ImageLike, to_batch
+from .errors import ConfigError, InputError
+from .io import ImageLike, resolve_exif, to_batch
 from .windows import crop_windows
 
 PRESETS: dict[str, dict] = {
@@ -33,10 +34,11 @@ def align_pair(ref: torch.Tensor, dis: torch.Tensor, policy: str, what: str) -> 
     if ref.shape[-2:] == dis.shape[-2:]:
         return dis
     if policy != "resize":
-        raise ValueError(
+        raise InputError(
             f"reference {tuple(ref.shape[-2:])} and distorted {tuple(dis.shape[-2:])} images differ in size and {what} "
-            "compares the same windows of both; use align='resize' (the distorted image is resized to the reference) "
-            "or a size-free head such as 'deepssim'"
+            "compares the same windows of both; resize the distorted image to the reference (align='resize' in "
+            "create_metric, --align resize in zsiqa score, align=resize in evaluate.py / train.py) or use a size-free "
+            "head such as 'deepssim'"
         )
     return F.interpolate(dis, size=ref.shape[-2:], mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
 
@@ -44,7 +46,7 @@ def align_pair(ref: torch.Tensor, dis: torch.Tensor, policy: str, what: str) -> 
 def resolve_distance(name: str, preset: str) -> str:
     """The distance a preset actually runs: ``fixed`` swaps a head for its fixed variant where one exists."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     return FIXED_VARIANTS.get(name, name) if PRESETS[preset]["fixed_variants"] else name
 
 
@@ -94,20 +96,21 @@ class FRMetric(nn.Module):
         stride: int | None = None,
         max_windows_per_batch: int = 64,
         align: str = "error",
+        exif: str = "auto",
     ) -> None:
         super().__init__()
         if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
         if align not in ("error", "resize"):
-            raise ValueError(f"align must be 'error' or 'resize', got {align!r}")
+            raise ConfigError(f"align must be 'error' or 'resize', got {align!r}")
         if precision is not None and precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)} or None, got {precision!r}")
+            raise ConfigError(f"precision must be one of {sorted(PRECISIONS)} or None, got {precision!r}")
         if max_windows_per_batch < 1:
-            raise ValueError(f"max_windows_per_batch must be >= 1, got {max_windows_per_batch}")
+            raise ConfigError(f"max_windows_per_batch must be >= 1, got {max_windows_per_batch}")
         if stride is None:  # the official 200 px, or the window if smaller (a stride above the window leaves gaps)
             stride = min(OFFICIAL_STRIDE, backbone.window or OFFICIAL_STRIDE)
         if backbone.window is not None and not 0 < stride <= backbone.window:
-            raise ValueError(f"stride must be in 1..{backbone.window} (the window), got {stride}: a larger one leaves pixels unscored")
+            raise ConfigError(f"stride must be in 1..{backbone.window} (the window), got {stride}: a larger one leaves pixels unscored")
         cfg = PRESETS[preset]
         self.backbone = backbone
         self.distance = distance
@@ -119,6 +122,7 @@ class FRMetric(nn.Module):
         self.stride = stride
         self.max_windows_per_batch = max_windows_per_batch
         self.align = align
+        self.exif = resolve_exif(exif, preset)  # image files given by path: EXIF orientation applied or ignored
         self.fp32_distances = cfg["fp32_distances"]
         self.use_paper_dtype = cfg["paper_dtype"]
         self.register_buffer("mean", torch.tensor(backbone.mean).view(1, 3, 1, 1), persistent=False)
@@ -156,7 +160,7 @@ class FRMetric(nn.Module):
     @torch.no_grad()
     def features(self, img: ImageLike | list[ImageLike]) -> Features:
         """Backbone taps (or the embedding, for embedding heads) of every window of every image."""
-        x = to_batch(img).to(self.device)
+        x = to_batch(img, exif=self.exif).to(self.device)
         n, size = x.shape[0], tuple(x.shape[-2:])
         if self.normalize:
             x = (x - self.mean) / self.std
@@ -166,8 +170,7 @@ class FRMetric(nn.Module):
         else:
             crops, k = crop_windows(x, window, self.stride)
         dtype = self.model_dtype()
-        if next(self.backbone.parameters()).dtype != dtype:
-            self.backbone.to(dtype)
+        self.backbone.cast(dtype)
         run = self.backbone.embed if self.distance.kind == "embed" else self.backbone.taps
         chunks = [run(c.to(dtype)) for c in crops.split(self.max_windows_per_batch)]
         if self.distance.kind == "embed":
@@ -184,10 +187,11 @@ class FRMetric(nn.Module):
         if ref.num_images not in (1, n) or dis.num_images not in (1, n):
             raise ValueError(f"cannot pair features of {ref.num_images} and {dis.num_images} images")
         if self.distance.kind != "image" and ref.num_windows != dis.num_windows:
-            raise ValueError(
+            raise InputError(
                 f"reference ({ref.size[0]}x{ref.size[1]}) and distorted ({dis.size[0]}x{dis.size[1]}) images give "
-                f"different windows; distance {self.distance.name!r} compares the same windows of both. "
-                "Use align='resize', or a size-free head such as 'deepssim'."
+                f"different windows; distance {self.distance.name!r} compares the same windows of both. Resize the "
+                "distorted image to the reference (align='resize' in create_metric, --align resize in zsiqa score), "
+                "or use a size-free head such as 'deepssim'."
             )
         per = max(1, self.max_windows_per_batch // max(ref.num_windows, dis.num_windows))
         for start in range(0, n, per):
@@ -229,11 +233,11 @@ class FRMetric(nn.Module):
 
     def forward(self, ref: ImageLike | list[ImageLike], dis: ImageLike | list[ImageLike]) -> torch.Tensor:
         """Score pairs: ``ref`` and ``dis`` are ``[N,3,H,W]`` tensors in [0,1], paths or PIL images (``ref`` may be one image)."""
-        r, d = to_batch(ref, "ref"), to_batch(dis, "dis")
+        r, d = to_batch(ref, "ref", self.exif), to_batch(dis, "dis", self.exif)
         if self.distance.kind != "image":
             d = align_pair(r, d, self.align, f"distance {self.distance.name!r}")
         if r.shape[0] not in (1, d.shape[0]):
-            raise ValueError(f"got {r.shape[0]} references for {d.shape[0]} distorted images; give 1 or the same number")
+            raise InputError(f"got {r.shape[0]} references for {d.shape[0]} distorted images; give 1 or the same number")
         return self.score_features(self.features(r), self.features(d))
 
 
@@ -252,7 +256,8 @@ def create_metric(
 
     distance: default "l2". pretrained / weights: see ``zsiqa.backbones.create_backbone``. preset: "paper" (default;
     bit-faithful to the official code) or "fixed" (its bugs fixed). options: normalize, precision, stride,
-    max_windows_per_batch, align. head: a head checkpoint from train.py (``head.pt``): its stored config decides
+    max_windows_per_batch, align, exif ("auto" | "apply" | "ignore": EXIF orientation of image files; auto = ignore
+    under preset paper, as the official code, apply under fixed). head: a head checkpoint from train.py (``head.pt``): its stored config decides
     backbone, distance, preset, normalize and stride; any of them given explicitly must agree with it.
     as_loss: return ``zsiqa.losses.PerceptualLoss`` around the metric (differentiable, ``loss(dis, ref)``).
     """
@@ -262,7 +267,7 @@ def create_metric(
         metric = create_head_metric(head, backbone, distance, preset, pretrained=pretrained, weights=weights, **options)
     else:
         if backbone is None:
-            raise ValueError("create_metric needs a backbone name (see zsiqa.list_backbones()) or head=<train.py head.pt>")
+            raise ConfigError("create_metric needs a backbone name (see zsiqa.list_backbones()) or head=<train.py head.pt>")
         preset = "paper" if preset is None else preset
         distance = resolve_distance("l2" if distance is None else distance, preset)
         metric = FRMetric(create_backbone(backbone, pretrained=pretrained, weights=weights), get_distance(distance),

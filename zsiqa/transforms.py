@@ -39,6 +39,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from .errors import ConfigError
+
 PairFn = Callable[[Image.Image, Image.Image, float], tuple[Image.Image, Image.Image]]
 
 PRESETS = ("paper", "fixed")
@@ -270,12 +272,12 @@ class PairTransform:
 
     def __post_init__(self) -> None:
         if self.name not in TRANSFORMS:
-            raise ValueError(f"unknown transform {self.name!r}; available: {', '.join(TRANSFORMS)}")
+            raise ConfigError(f"unknown transform {self.name!r}; available: {', '.join(TRANSFORMS)}")
         if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; available: {', '.join(PRESETS)}")
+            raise ConfigError(f"unknown preset {self.preset!r}; available: {', '.join(PRESETS)}")
         spec = TRANSFORMS[self.name]
         if not math.isfinite(self.amount) or self.amount not in spec.amounts:
-            raise ValueError(
+            raise ConfigError(
                 f"transform {self.name!r}: amount {self.amount} is outside {spec.amounts} (unit: {spec.unit})"
             )
 

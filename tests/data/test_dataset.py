@@ -28,7 +28,7 @@ def test_pair_tensors_are_rgb_in_unit_range(pairs):
     ds = PairDataset(pairs)
     assert len(ds) == 3
     sample = ds[0]
-    assert set(sample) == {"index", "ref", "dis", "label", "ref_id"}
+    assert set(sample) == {"index", "ref", "dis", "label", "ref_id", "error"} and sample["error"] == ""
     assert (sample["index"], sample["label"], sample["ref_id"]) == (10, 0.0, "r0")
     assert sample["ref"].shape == (3, 6, 8) and sample["ref"].dtype == torch.float32
     assert torch.equal(sample["ref"], torch.from_numpy(_pixels(0)).permute(2, 0, 1).float() / 255)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ConfigError
 from .base import Backbone, BackboneBuilder
 
 RANDOM_INIT_SEED = 0
@@ -62,7 +63,7 @@ def create_backbone(name: str, pretrained: bool = True, weights: str | None = No
     elif ":" in name and name.split(":", 1)[0] in _PREFIXES:
         builder = _PREFIXES[name.split(":", 1)[0]]
     else:
-        raise ValueError(
+        raise ConfigError(
             f"unknown backbone {name!r}; registered: {', '.join(sorted(_REGISTRY))}; "
             f"or use a generic form: {', '.join(p + ':...' for p in sorted(_PREFIXES))}"
         )

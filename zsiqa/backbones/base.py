@@ -45,6 +45,12 @@ class Backbone(nn.Module):
         # A backbone is never put in train mode: stochastic depth or BN batch statistics would make scores random.
         return super().train(False)
 
+    def cast(self, dtype: torch.dtype) -> None:
+        """Run the model in ``dtype``: every parameter and buffer converted (a no-op when they already are).
+        OpenAI CLIP overrides it for fp16, which ``clip.load`` applies to some parameters only."""
+        if any(p.dtype != dtype for p in self.parameters()):
+            self.to(dtype)
+
     def taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError(f"{type(self).__name__} must implement taps()")
 

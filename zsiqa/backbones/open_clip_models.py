@@ -2,9 +2,13 @@
 ``open_clip:<arch>:<tag>``. Only the image tower is kept."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from . import register_backbone, register_prefix
 from .base import Backbone
 from .timm_models import vit_block_tokens
@@ -23,19 +27,66 @@ class OpenClipBackbone(Backbone):
         return self.visual(x)
 
 
-class OpenClipViT(OpenClipBackbone):
+class OpenAICastMixin:
+    """fp16 the way ``clip.load`` runs OpenAI CLIP on CUDA (its ``convert_weights``): only convolution, linear and
+    attention weights and the output projection are fp16; LayerNorm / BatchNorm parameters and the class and position
+    embeddings stay fp32 (the embeddings are rounded to fp16 where they are added). LayerNorm normalises in fp32 and
+    rounds its output to fp16, as OpenAI's ``LayerNorm`` subclass does (open_clip's own ``precision="fp16"`` casts the
+    same way, so other open_clip ViTs and ResNets share it). Other dtypes convert the whole tower."""
+
+    visual: nn.Module
+
+    def cast(self, dtype: torch.dtype) -> None:
+        if dtype != torch.float16:
+            super().cast(dtype)
+            return
+        if self.visual.conv1.weight.dtype == torch.float16:
+            return
+        from open_clip.model import convert_weights_to_lp
+        from open_clip.transformer import LayerNormFp32
+
+        self.float()
+        convert_weights_to_lp(self.visual, torch.float16)
+        for module in self.visual.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.__class__ = LayerNormFp32  # open_clip's fp32-normalising LayerNorm; identical in fp32
+
+    @property
+    def clip_fp16(self) -> bool:
+        return self.visual.conv1.weight.dtype == torch.float16
+
+
+@contextmanager
+def _plain_attention(enabled: bool) -> Iterator[None]:
+    """Without PyTorch's fused inference path for ``nn.MultiheadAttention``, which open_clip's batch-first blocks take
+    and OpenAI's sequence-first blocks never do: in fp16 the two round differently (about 1e-3 relative per block)."""
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(previous and not enabled)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
+
+
+class OpenClipViT(OpenAICastMixin, OpenClipBackbone):
     """open_clip VisionTransformer. Taps = each ``transformer.resblocks[i]`` output, ``[B, 1 + N, C]`` with CLS first
     (ln_pre applied at the input, no ln_post), as the official code hooks them."""
 
     layout = "tokens"
 
     def taps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        out = self.visual.forward_intermediates(x, intermediates_only=True, output_fmt="NLC", output_extra_tokens=True)
+        with _plain_attention(self.clip_fp16):
+            out = self.visual.forward_intermediates(x, intermediates_only=True, output_fmt="NLC",
+                                                    output_extra_tokens=True)
         return [torch.cat([prefix, tokens], dim=1)
                 for tokens, prefix in zip(out["image_intermediates"], out["image_intermediates_prefix"])]
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        with _plain_attention(self.clip_fp16):
+            return self.visual(x)
 
-class OpenClipResNet(OpenClipBackbone):
+
+class OpenClipResNet(OpenAICastMixin, OpenClipBackbone):
     """OpenAI ModifiedResNet. Taps = stem output (after its AvgPool2d(2), the official ``visual.avgpool`` hook),
     layer1..layer4: 5 maps. Embed = attention-pool output."""
 
@@ -61,7 +112,7 @@ class OpenClipTimmTrunk(OpenClipBackbone):
                 for block in stage.blocks:
                     block.register_forward_hook(self._record)
         else:
-            raise ValueError(f"backbone {name!r}: open_clip timm trunk {type(trunk).__name__} has neither stages of "
+            raise ConfigError(f"backbone {name!r}: open_clip timm trunk {type(trunk).__name__} has neither stages of "
                              f"blocks nor ViT blocks; use timm:<model_name> for it instead")
 
     def _record(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
@@ -97,7 +148,7 @@ def _wrap(name: str, model: nn.Module, arch: str, tag: str, window: int | None =
     for kind, cls in families:
         if isinstance(visual, kind):
             return cls(name, visual, mean, std, window)
-    raise ValueError(f"backbone {name!r}: open_clip image tower {type(visual).__name__} is not supported "
+    raise ConfigError(f"backbone {name!r}: open_clip image tower {type(visual).__name__} is not supported "
                      f"(supported: VisionTransformer, ModifiedResNet, TimmModel)")
 
 

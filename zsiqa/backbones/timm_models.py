@@ -6,6 +6,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from . import register_backbone, register_prefix
 from .base import Backbone
 from .weights import (
@@ -41,7 +42,7 @@ class TimmViT(Backbone):
         self.model = model
         height, width = model.patch_embed.img_size
         if height != width:
-            raise ValueError(f"backbone {name!r}: non-square ViT input size {height}x{width} is not supported")
+            raise ConfigError(f"backbone {name!r}: non-square ViT input size {height}x{width} is not supported")
         self.window = height
         self.mean = tuple(model.pretrained_cfg["mean"])
         self.std = tuple(model.pretrained_cfg["std"])
@@ -76,7 +77,7 @@ class TimmCNN(Backbone):
 
 def _wrap(name: str, model: nn.Module) -> Backbone:
     if not hasattr(model, "forward_intermediates"):
-        raise ValueError(f"backbone {name!r}: timm model {type(model).__name__} has no forward_intermediates(), "
+        raise ConfigError(f"backbone {name!r}: timm model {type(model).__name__} has no forward_intermediates(), "
                          f"so its layers cannot be tapped")
     return TimmViT(name, model) if hasattr(model, "num_prefix_tokens") else TimmCNN(name, model)
 

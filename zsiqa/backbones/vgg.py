@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import MissingFileError
 from . import register_backbone
 from .base import Backbone
 from .weights import UrlWeights, download, register_weights
@@ -61,7 +62,7 @@ def _weights_state(pretrained: bool, weights: str | None) -> tuple[dict[str, tor
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
-            raise FileNotFoundError(f"vgg16 weights file {path} not found (expected torchvision's {WEIGHTS_FILE})")
+            raise MissingFileError(f"vgg16 weights file {path} not found (expected torchvision's {WEIGHTS_FILE})")
     elif pretrained:
         path = Path(download("vgg16"))  # torch hub cache, or the one clear WeightsUnavailableError
     else:

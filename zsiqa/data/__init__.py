@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+from ..errors import ConfigError
 from . import csiq, demo, kadid, live, pipal, tid2013
 from .csiq import read_csiq
 from .dataset import PairDataset
@@ -28,7 +29,7 @@ def read_dataset(name: str, root: str | os.PathLike | None = None, **opts) -> li
     ``root`` may be None only for "demo", which is then built in its default cache folder.
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
     return DATASETS[name].read(root, **opts)
 
 

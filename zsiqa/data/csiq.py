@@ -20,9 +20,11 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from ..errors import MissingFileError
 from .items import (
     DatasetSpec,
     FileIndex,
+    ListedPairs,
     MissingFiles,
     PairItem,
     check_counts,
@@ -54,6 +56,7 @@ def read_csiq(
     rows = _csv_rows(label_path) if is_csv else _txt_rows(label_path)
     expected = _CSV_EXPECTED if is_csv else _TXT_EXPECTED
     missing = MissingFiles("CSIQ")
+    listed = ListedPairs("CSIQ")
     items: list[PairItem] = []
     for lineno, line, dist_name, score_text, ref_name in rows:
         parsed = _parse_name(dist_name)
@@ -62,6 +65,7 @@ def read_csiq(
         ref_id, dist_type, level = parsed
         score = parse_label(score_text, label_path, lineno, line, expected)
         where = f"{label_path}:{lineno}"
+        listed.add(f"{ref_id}.png", f"{ref_id}.{dist_type}.{level}.png", where, line)
         ref = missing.find(refs, f"{ref_id}.png", where, "reference")
         dis = missing.find(dis_index, f"{ref_id}.{dist_type}.{level}.png", where, "distorted image")
         if ref is not None and dis is not None:
@@ -69,6 +73,7 @@ def read_csiq(
                 index=len(items), ref=ref, dis=dis, label=score, label_lower_better=True,
                 dist_type=dist_type.lower(), ref_id=ref_id, level=level,
             ))
+    listed.require_some(label_path)
     missing.raise_if_any()
     check_counts(items, "CSIQ", NUM_ITEMS, NUM_REFS, root, strict)
     return items
@@ -80,7 +85,7 @@ def _label_path(root: Path, label_file: str | os.PathLike | None) -> Path:
     for name in LABEL_FILES:
         if (root / name).is_file():
             return root / name
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"CSIQ: no label file in {root}; expected one of {', '.join(LABEL_FILES)} "
         f"(csiq_label.txt lines {_TXT_EXPECTED}; the CSV with the columns {','.join(CSV_COLUMNS)}). "
         "The official csiq.DMOS.xlsx is not read: export it to one of these."

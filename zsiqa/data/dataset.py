@@ -1,8 +1,13 @@
 """Torch dataset over reader items: image pairs for scoring.
 
-Images are loaded with PIL, converted to RGB (LIVE's BMPs and palette images included) and returned as float32
-tensors ``[3, H, W]`` in [0, 1] with no normalisation. Images keep their own size, so batches of more than one
-pair need equal sizes (true within PIPAL, TID2013, KADID-10k, CSIQ and the demo set; not within LIVE).
+Images are decoded by ``zsiqa.io`` (every Pillow mode to RGB, 16-bit kept at full precision, EXIF orientation per
+``exif``) and returned as float32 tensors ``[3, H, W]`` in [0, 1] with no normalisation. Images keep their own size, so
+batches of more than one pair need equal sizes (true within PIPAL, TID2013, KADID-10k, CSIQ and the demo set; not
+within LIVE).
+
+A pair whose image cannot be read (missing since the labels were read, corrupt, truncated) is not raised inside the
+loader worker, where its message would gain the worker's traceback: the sample carries the error message (``"error"``)
+and the consumer decides (``split_failed`` in datamodule.py raises it, or records it under ``on_bad_image=skip``).
 """
 from __future__ import annotations
 
@@ -11,30 +16,44 @@ from typing import Callable, Sequence
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..io import load_image, pil_to_tensor
+from ..errors import InputError, MissingFileError
+from ..io import load_image, pil_to_tensor, read_image
 from .items import PairItem
 
 PairTransform = Callable[[Image.Image, Image.Image], tuple[Image.Image, Image.Image]]
 
 
 class PairDataset(Dataset):
-    """(reference, distorted) pairs: ``{"index", "ref", "dis", "label", "ref_id"}`` per item.
+    """(reference, distorted) pairs: ``{"index", "ref", "dis", "label", "ref_id", "error"}`` per item.
 
-    ``pair_transform(ref, dis) -> (ref, dis)`` acts on the RGB PIL images before tensor conversion (the
-    robustness transforms: shift, dilation, rotation).
+    ``pair_transform(ref, dis) -> (ref, dis)`` acts on the 8-bit RGB PIL images before tensor conversion (the
+    robustness transforms: shift, dilation, rotation). ``exif``: "apply" or "ignore" (``zsiqa.io.resolve_exif``).
+    ``error`` is "" or, when an image could not be read, the message naming the file (``ref`` and ``dis`` are then
+    None).
     """
 
-    def __init__(self, items: Sequence[PairItem], pair_transform: PairTransform | None = None) -> None:
+    def __init__(
+        self, items: Sequence[PairItem], pair_transform: PairTransform | None = None, exif: str = "apply"
+    ) -> None:
         self.items = list(items)
         self.pair_transform = pair_transform
+        self.exif = exif
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
         item = self.items[i]
-        ref, dis = load_image(item.ref), load_image(item.dis)
-        if self.pair_transform is not None:
-            ref, dis = self.pair_transform(ref, dis)
-        return {"index": item.index, "ref": pil_to_tensor(ref), "dis": pil_to_tensor(dis), "label": item.label,
-                "ref_id": item.ref_id}
+        sample = {"index": item.index, "ref": None, "dis": None, "label": item.label, "ref_id": item.ref_id,
+                  "error": ""}
+        try:
+            sample["ref"], sample["dis"] = self._load(item)
+        except (InputError, MissingFileError) as e:
+            sample["error"] = str(e)
+        return sample
+
+    def _load(self, item: PairItem):
+        if self.pair_transform is None:
+            return read_image(item.ref, self.exif), read_image(item.dis, self.exif)
+        ref, dis = self.pair_transform(load_image(item.ref, self.exif), load_image(item.dis, self.exif))
+        return pil_to_tensor(ref), pil_to_tensor(dis)

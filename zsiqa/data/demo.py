@@ -20,9 +20,11 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
+from ..errors import MissingFileError
 from .items import (
     DatasetSpec,
     FileIndex,
+    ListedPairs,
     MissingFiles,
     PairItem,
     check_counts,
@@ -125,10 +127,11 @@ def read_demo(root: str | os.PathLike | None = None, strict: bool = True) -> lis
     root = build_demo() if root is None else Path(root).expanduser().resolve()
     label_path = root / "meta.csv"
     if not label_path.is_file():
-        raise FileNotFoundError(f"demo: {label_path} not found; build the set first with build_demo({str(root)!r})")
+        raise MissingFileError(f"demo: {label_path} not found; build the set first with build_demo({str(root)!r})")
     index = FileIndex([root / "ref", root / "dis"])
     expected = "a row ref_name,dist_name,score,dist_type,level such as ref/chelsea.png,dis/chelsea_blur_2.png,2,blur,2"
     missing = MissingFiles("demo")
+    listed = ListedPairs("demo")
     items: list[PairItem] = []
     with open(label_path, newline="", encoding="utf-8") as f:
         rows = csv.DictReader(f)
@@ -140,6 +143,7 @@ def read_demo(root: str | os.PathLike | None = None, strict: bool = True) -> lis
                 raise label_error(label_path, rows.line_num, line, expected)
             score = parse_label(row["score"], label_path, rows.line_num, line, expected)
             where = f"{label_path}:{rows.line_num}"
+            listed.add(row["ref_name"], row["dist_name"], where, line)
             ref = missing.find(index, Path(row["ref_name"]).name, where, "reference")
             dis = missing.find(index, Path(row["dist_name"]).name, where, "distorted image")
             if ref is not None and dis is not None:
@@ -147,6 +151,7 @@ def read_demo(root: str | os.PathLike | None = None, strict: bool = True) -> lis
                     index=len(items), ref=ref, dis=dis, label=score, label_lower_better=True,
                     dist_type=row["dist_type"], ref_id=ref.stem, level=row["level"],
                 ))
+    listed.require_some(label_path)
     missing.raise_if_any()
     check_counts(items, "demo", NUM_ITEMS, NUM_REFS, root, strict)
     return items

@@ -2,8 +2,9 @@
 
 A reader turns one dataset, in its official layout, into ``list[PairItem]`` in the dataset's canonical order
 (label-file order). Files are looked up case-insensitively (TID2013 mixes ``i01_01_2.bmp`` and ``I01_01_1.bmp``).
-A listed image that is missing is always an error, never a silently dropped sample; ``strict`` adds the check that
-the whole official set is there.
+A listed image that is missing is always an error, never a silently dropped sample; so are a label file that lists
+no pairs, a label that is not a finite number, and a pair listed twice (``ListedPairs``: both lines are named).
+``strict`` adds the check that the whole official set is there.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
+
+from ..errors import ConfigError, DataError, MissingFileError
 
 _MAX_LISTED = 10  # missing files named in one error message
 
@@ -57,24 +60,24 @@ def reference_paths(items: Iterable[PairItem]) -> dict[str, Path]:
     for item in items:
         known = refs.setdefault(item.ref_id, item.ref)
         if known != item.ref:
-            raise ValueError(f"ref_id {item.ref_id!r} names two reference files: {known} and {item.ref}")
+            raise DataError(f"ref_id {item.ref_id!r} names two reference files: {known} and {item.ref}")
     return refs
 
 
 def dataset_root(root: str | os.PathLike | None, dataset: str, layout: str) -> Path:
     """The dataset folder as an absolute path; a clear error when it is not given or does not exist."""
     if root is None:
-        raise ValueError(f"{dataset}: no dataset root given; pass the folder that holds {layout}")
+        raise ConfigError(f"{dataset}: no dataset root given; pass the folder that holds {layout}")
     path = Path(root).expanduser().resolve()
     if not path.is_dir():
-        raise FileNotFoundError(f"{dataset}: dataset root {path} is not a folder; expected the folder holding {layout}")
+        raise MissingFileError(f"{dataset}: dataset root {path} is not a folder; expected the folder holding {layout}")
     return path
 
 
 def require_file(path: Path, dataset: str, what: str) -> Path:
     """``path`` if it is a file, else a FileNotFoundError saying what it should contain."""
     if not path.is_file():
-        raise FileNotFoundError(f"{dataset}: {what} not found: {path}")
+        raise MissingFileError(f"{dataset}: {what} not found: {path}")
     return path
 
 
@@ -87,20 +90,46 @@ def label_lines(path: Path) -> Iterator[tuple[int, str]]:
                 yield lineno, text
 
 
-def label_error(path: Path, lineno: int, line: str, expected: str) -> ValueError:
+def label_error(path: Path, lineno: int, line: str, expected: str) -> DataError:
     """The error for a malformed label line: file:line, the line itself and the expected format."""
-    return ValueError(f"{path}:{lineno}: malformed label line {line!r}; expected {expected}")
+    return DataError(f"{path}:{lineno}: malformed label line {line!r}; expected {expected}")
 
 
 def parse_label(text: str, path: Path, lineno: int, line: str, expected: str) -> float:
-    """A finite float from a label field, or ``label_error``."""
+    """A finite float from a label field, or ``label_error`` (NaN and Inf labels included)."""
     try:
         value = float(text)
     except ValueError:
         raise label_error(path, lineno, line, expected) from None
     if not math.isfinite(value):
-        raise label_error(path, lineno, line, expected)
+        raise label_error(path, lineno, line, f"a finite number as the label, not {text.strip()!r}; {expected}")
     return value
+
+
+class ListedPairs:
+    """The (reference, distorted) pairs a dataset's labels list, with where each was listed.
+
+    A pair listed twice (the same line repeated, or the same pair with another label) is an error naming both places:
+    it would be scored twice and weigh double in the correlations. ``require_some`` rejects labels that list nothing.
+    """
+
+    def __init__(self, dataset: str) -> None:
+        self.dataset = dataset
+        self._first: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def add(self, ref: str, dis: str, where: str, line: str) -> None:
+        """Record the pair ``(ref, dis)`` (file names, case ignored) listed at ``where`` (file:line) as ``line``."""
+        key = (Path(ref).name.lower(), Path(dis).name.lower())
+        if key in self._first:
+            first, first_line = self._first[key]
+            what = f"duplicated label line {line!r}" if line == first_line else (
+                f"pair ({ref}, {dis}) listed twice: {first_line!r} and {line!r}")
+            raise DataError(f"{self.dataset}: {where}: {what} (first at {first}); remove one of them")
+        self._first[key] = (where, line)
+
+    def require_some(self, source: Path | str) -> None:
+        if not self._first:
+            raise DataError(f"{self.dataset}: {source} lists no pairs (empty label file); expected the official labels")
 
 
 class FileIndex:
@@ -129,7 +158,7 @@ class FileIndex:
             exact = [p for p in found if p.name == name]
             if len(exact) != 1:
                 listed = ", ".join(str(p) for p in sorted(found))
-                raise ValueError(f"{name!r} is ambiguous, several files match it: {listed}; remove the duplicates")
+                raise DataError(f"{name!r} is ambiguous, several files match it: {listed}; remove the duplicates")
             return exact[0]
         return found[0] if found else None
 
@@ -159,7 +188,7 @@ class MissingFiles:
         shown = self.lines[:_MAX_LISTED]
         more = len(self.lines) - len(shown)
         tail = f"\n  ... and {more} more" if more else ""
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{self.dataset}: {len(self.lines)} image(s) listed in the labels are missing:\n  "
             + "\n  ".join(shown) + tail
             + "\nEvery labelled pair needs both images; restore the missing files from the official archive."
@@ -172,8 +201,8 @@ def check_counts(
     """In strict mode, require the full official set (``num_items`` pairs from ``num_refs`` references)."""
     refs = Counter(item.ref_id for item in items)
     if strict and (len(items) != num_items or len(refs) != num_refs):
-        raise ValueError(
+        raise DataError(
             f"{dataset}: found {len(items)} labelled pairs from {len(refs)} references in {root}, but the official "
             f"set has {num_items} pairs from {num_refs} references. The label file(s) are incomplete or from another "
-            "release; pass strict=False to read a subset."
+            "release; to read a subset set data.strict=false (strict=False in read_dataset / FRDataModule)."
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 from .items import (
     DatasetSpec,
     FileIndex,
+    ListedPairs,
     MissingFiles,
     PairItem,
     check_counts,
@@ -36,6 +37,7 @@ def read_kadid(root: str | os.PathLike, strict: bool = True) -> list[PairItem]:
     label_path = require_file(root / "dmos.csv", "KADID-10k", "label file")
     images = FileIndex([root / "images"])
     missing = MissingFiles("KADID-10k")
+    listed = ListedPairs("KADID-10k")
     items: list[PairItem] = []
     with open(label_path, newline="", encoding="utf-8-sig") as f:
         rows = csv.DictReader(f)
@@ -51,6 +53,7 @@ def read_kadid(root: str | os.PathLike, strict: bool = True) -> list[PairItem]:
                 raise label_error(label_path, lineno, line, _EXPECTED)
             score = parse_label(row["dmos"] or "", label_path, lineno, line, _EXPECTED)
             where = f"{label_path}:{lineno}"
+            listed.add(ref_name, dist_name, where, line)
             ref = missing.find(images, ref_name, where, "reference")
             dis = missing.find(images, dist_name, where, "distorted image")
             if ref is not None and dis is not None:
@@ -58,6 +61,7 @@ def read_kadid(root: str | os.PathLike, strict: bool = True) -> list[PairItem]:
                     index=len(items), ref=ref, dis=dis, label=score, label_lower_better=False,
                     dist_type=match.group(2), ref_id=match.group(1).upper(), level=str(int(match.group(3))),
                 ))
+    listed.require_some(label_path)
     missing.raise_if_any()
     check_counts(items, "KADID-10k", NUM_ITEMS, NUM_REFS, root, strict)
     return items

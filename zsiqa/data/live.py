@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from ..errors import ConfigError, DataError
 from .items import (
     DatasetSpec,
     FileIndex,
@@ -36,7 +37,7 @@ _LAYOUT = "refimgs/, jp2k/ ... fastfading/, dmos.mat, dmos_realigned.mat and ref
 def read_live(root: str | os.PathLike, label: str = "dmos_realigned", strict: bool = True) -> list[PairItem]:
     """The 779 distorted LIVE images with their DMOS (``label``: "dmos_realigned" or "dmos")."""
     if label not in LABELS:
-        raise ValueError(f"LIVE: unknown label {label!r}; choose one of {sorted(LABELS)}")
+        raise ConfigError(f"LIVE: unknown label {label!r}; choose one of {sorted(LABELS)}")
     root = dataset_root(root, "LIVE", _LAYOUT)
     mat_name, key = LABELS[label]
     label_path = root / mat_name
@@ -45,7 +46,7 @@ def read_live(root: str | os.PathLike, label: str = "dmos_realigned", strict: bo
     orgs = _vector(mat, "orgs", label_path)
     refnames = _ref_names(root / "refnames_all.mat")
     if not np.isin(orgs, (0, 1)).all():
-        raise ValueError(f"LIVE: {label_path}: 'orgs' must hold only 0 and 1 (1 = reference copy)")
+        raise DataError(f"LIVE: {label_path}: 'orgs' must hold only 0 and 1 (1 = reference copy)")
 
     refs = FileIndex([root / "refimgs"])
     folders = {name: FileIndex([root / name]) for name, _ in FOLDERS}
@@ -57,7 +58,7 @@ def read_live(root: str | os.PathLike, label: str = "dmos_realigned", strict: bo
             continue
         where = f"{label_path} entry {i + 1}"
         if not np.isfinite(labels[i]):
-            raise ValueError(f"LIVE: {where} ({folder}/img{k}.bmp): '{key}' is not a finite number")
+            raise DataError(f"LIVE: {where} ({folder}/img{k}.bmp): '{key}' is not a finite number")
         ref = missing.find(refs, refnames[i], where, "reference")
         dis = missing.find(folders[folder], f"img{k}.bmp", where, "distorted image")
         if ref is not None and dis is not None:
@@ -75,14 +76,14 @@ def _load_mat(path: Path) -> dict:
     try:
         return scipy.io.loadmat(path)
     except (ValueError, NotImplementedError, OSError) as err:
-        raise ValueError(f"LIVE: cannot read {path} as a MATLAB .mat file ({err})") from err
+        raise DataError(f"LIVE: cannot read {path} as a MATLAB .mat file ({err})") from err
 
 
 def _vector(mat: dict, key: str, path: Path) -> np.ndarray:
     """The 982 values of ``key`` from a loaded LIVE .mat file, as a flat float array."""
     if key not in mat:
         found = sorted(k for k in mat if not k.startswith("__"))
-        raise ValueError(f"LIVE: {path} has no variable {key!r} (found {found})")
+        raise DataError(f"LIVE: {path} has no variable {key!r} (found {found})")
     values = np.asarray(mat[key], dtype=np.float64).ravel()
     _check_length(path, key, len(values))
     return values
@@ -92,7 +93,7 @@ def _ref_names(path: Path) -> list[str]:
     """Reference file names from ``refnames_all`` (a MATLAB cell array, or a char matrix)."""
     mat = _load_mat(path)
     if "refnames_all" not in mat:
-        raise ValueError(f"LIVE: {path} has no variable 'refnames_all'")
+        raise DataError(f"LIVE: {path} has no variable 'refnames_all'")
     raw = mat["refnames_all"]
     if raw.dtype == object:
         names = [str(np.asarray(cell).ravel()[0]) if np.asarray(cell).size else "" for cell in raw.ravel()]
@@ -105,7 +106,7 @@ def _ref_names(path: Path) -> list[str]:
 
 def _check_length(path: Path, key: str, n: int) -> None:
     if n != NUM_ENTRIES:
-        raise ValueError(
+        raise DataError(
             f"LIVE: {path}: {key!r} has {n} entries, expected {NUM_ENTRIES} "
             "(the Release 2 order jp2k 227, jpeg 233, wn 174, gblur 174, fastfading 174)"
         )

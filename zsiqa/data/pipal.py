@@ -14,9 +14,11 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from ..errors import DataError, MissingFileError
 from .items import (
     DatasetSpec,
     FileIndex,
+    ListedPairs,
     MissingFiles,
     PairItem,
     check_counts,
@@ -38,10 +40,11 @@ def read_pipal(root: str | os.PathLike, strict: bool = True) -> list[PairItem]:
     label_dir = root / "Train_Label"
     label_files = sorted(label_dir.glob("*.txt")) if label_dir.is_dir() else []
     if not label_files:
-        raise FileNotFoundError(f"PIPAL: no label files {label_dir}/*.txt; expected {_LAYOUT}")
+        raise MissingFileError(f"PIPAL: no label files {label_dir}/*.txt; expected {_LAYOUT}")
     refs = FileIndex([root / "Train_Ref"])
     dis_index = FileIndex(distorted_folders(root), recursive=True)
     missing = MissingFiles("PIPAL")
+    listed = ListedPairs("PIPAL")
     items: list[PairItem] = []
     for label_path in label_files:
         for lineno, line in label_lines(label_path):
@@ -52,6 +55,7 @@ def read_pipal(root: str | os.PathLike, strict: bool = True) -> list[PairItem]:
             elo = parse_label(fields[1], label_path, lineno, line, _EXPECTED)
             ref_id, group = match.group(1).upper(), match.group(2)
             where = f"{label_path}:{lineno}"
+            listed.add(f"{ref_id}.bmp", fields[0], where, line)
             ref = missing.find(refs, f"{ref_id}.bmp", where, "reference")
             dis = missing.find(dis_index, fields[0], where, "distorted image")
             if ref is not None and dis is not None:
@@ -59,12 +63,13 @@ def read_pipal(root: str | os.PathLike, strict: bool = True) -> list[PairItem]:
                     index=len(items), ref=ref, dis=dis, label=elo, label_lower_better=False,
                     dist_type=group, ref_id=ref_id,
                 ))
+    listed.require_some(f"{label_dir}/*.txt")
     missing.raise_if_any()
     check_counts(items, "PIPAL", NUM_ITEMS, NUM_REFS, root, strict)
     if strict:
         uneven = {ref: n for ref, n in Counter(item.ref_id for item in items).items() if n != PER_REF}
         if uneven:
-            raise ValueError(f"PIPAL: every reference has {PER_REF} distorted images, but these do not: {uneven}")
+            raise DataError(f"PIPAL: every reference has {PER_REF} distorted images, but these do not: {uneven}")
     return items
 
 

@@ -15,6 +15,7 @@ import re
 from .items import (
     DatasetSpec,
     FileIndex,
+    ListedPairs,
     MissingFiles,
     PairItem,
     check_counts,
@@ -38,6 +39,7 @@ def read_tid2013(root: str | os.PathLike, strict: bool = True) -> list[PairItem]
     refs = FileIndex([root / "reference_images"])
     dis_index = FileIndex([root / "distorted_images"])
     missing = MissingFiles("TID2013")
+    listed = ListedPairs("TID2013")
     items: list[PairItem] = []
     for lineno, line in label_lines(label_path):
         fields = line.split()
@@ -47,6 +49,7 @@ def read_tid2013(root: str | os.PathLike, strict: bool = True) -> list[PairItem]
         mos = parse_label(fields[0], label_path, lineno, line, _EXPECTED)
         ref_no, type_no, level = match.groups()
         where = f"{label_path}:{lineno}"
+        listed.add(f"I{ref_no}.BMP", fields[1], where, line)
         # dataset quirk: the references are Ixx.BMP except i25.bmp; the lookup ignores case.
         ref = missing.find(refs, f"I{ref_no}.BMP", where, "reference")
         dis = missing.find(dis_index, fields[1], where, "distorted image")
@@ -55,6 +58,7 @@ def read_tid2013(root: str | os.PathLike, strict: bool = True) -> list[PairItem]
                 index=len(items), ref=ref, dis=dis, label=mos, label_lower_better=False,
                 dist_type=type_no, ref_id=f"I{ref_no}", level=level,
             ))
+    listed.require_some(label_path)
     missing.raise_if_any()
     check_counts(items, "TID2013", NUM_ITEMS, NUM_REFS, root, strict)
     return items

@@ -10,6 +10,8 @@ from typing import Callable
 
 import torch
 
+from ..errors import ConfigError
+
 Feats = list[torch.Tensor]
 
 
@@ -48,7 +50,7 @@ def register_distance(head: DistanceHead) -> DistanceHead:
 def get_distance(name: str) -> DistanceHead:
     _load()
     if name not in _REGISTRY:
-        raise ValueError(f"unknown distance {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+        raise ConfigError(f"unknown distance {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
 

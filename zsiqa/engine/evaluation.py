@@ -14,7 +14,8 @@ import lightning as L
 import torch
 
 from ..baselines import Baseline
-from ..data.datamodule import reference_groups
+from ..data.datamodule import reference_groups, split_failed
+from ..errors import InputError
 from ..metric import Features, FRMetric, align_pair
 from ..reporting.results import ScoreWriter
 
@@ -109,9 +110,20 @@ class EvaluationModule(L.LightningModule):
         return scores
 
     def test_step(self, batch: list[dict], batch_idx: int) -> None:
-        rows = []
-        for ref_id, ref, dis, samples in reference_groups(batch):
-            scores = self.score_group(ref_id, ref.to(self.device), dis.to(self.device))
+        # An image that cannot be read, or a distorted image whose size the heads cannot compare, stops the run with
+        # the file named; under data.on_bad_image=skip its row is written with empty scores and the reason.
+        on_bad_image = self.trainer.datamodule.on_bad_image
+        loaded, failed = split_failed(batch, on_bad_image)
+        rows = [{**self.row(int(s["index"])), "error": s["error"]} for s in failed]
+        for ref_id, ref, dis, samples in reference_groups(loaded):
+            try:
+                scores = self.score_group(ref_id, ref.to(self.device), dis.to(self.device))
+            except InputError as e:
+                named = InputError(f"{', '.join(self.row(int(s['index']))['dis'] for s in samples)}: {e}")
+                if on_bad_image == "error":
+                    raise named from e
+                rows += [{**self.row(int(s["index"])), "error": str(named)} for s in samples]
+                continue
             for j, s in enumerate(samples):
                 row = self.row(int(s["index"]))
                 row.update({name: repr(float(v[j])) for name, v in scores.items()})
@@ -140,3 +152,6 @@ class PairProgress(L.Callback):
     def on_test_end(self, trainer, pl_module) -> None:
         if self.bar is not None:
             self.bar.close()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.on_test_end(trainer, pl_module)  # the error message then starts on a line of its own

@@ -15,8 +15,9 @@ from ..backbones import create_backbone
 from ..baselines import get_baseline
 from ..data.datamodule import FRDataModule
 from ..distances import get_distance
+from ..io import resolve_exif
 from ..metric import FRMetric, resolve_distance
-from ..reporting.results import ITEM_COLUMNS, merge_parts, read_rows
+from ..reporting.results import ERROR_COLUMN, ITEM_COLUMNS, merge_parts, read_rows
 from ..reporting.summary import markdown_table, scatter_plot, summarize, write_summary
 from ..transforms import TRANSFORMS, make_transform
 from .evaluation import EvaluationModule, PairProgress
@@ -72,7 +73,8 @@ def make_datamodule(data: dict, cfg: dict, skip: set[int] | frozenset = frozense
         data["name"], data_root(data), limit=data.get("limit"),
         pair_transform=None if tcfg["name"] == "none" else make_transform(tcfg["name"], tcfg["amount"], cfg["preset"]),
         batch_size=cfg["run"]["batch_size"], num_workers=cfg["run"]["num_workers"], skip=skip,
-        **{k: v for k, v in data.items() if k not in ("name", "root", "limit")},
+        exif=resolve_exif(data.get("exif", "auto"), cfg["preset"]), on_bad_image=data.get("on_bad_image", "error"),
+        **{k: v for k, v in data.items() if k not in ("name", "root", "limit", "exif", "on_bad_image")},
     )
 
 
@@ -175,7 +177,7 @@ def run_cell(cfg: dict) -> dict | None:
 
 def finalize(run_dir: Path, cfg: dict, module: EvaluationModule, spec, extra: dict) -> dict:
     """Merge the parts, compute correlations, write summary.json, table.md, scatter.png (and log to W&B)."""
-    columns = ITEM_COLUMNS + module.score_columns
+    columns = ITEM_COLUMNS + module.score_columns + [ERROR_COLUMN]
     merge_parts(run_dir, columns)
     rows = list(read_rows(run_dir).values())
     rows.sort(key=lambda r: int(r["index"]))

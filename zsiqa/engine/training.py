@@ -115,6 +115,7 @@ def term_cache_key(metric: FRMetric, fingerprint: str, channels: bool, data: FRD
         "data": {"name": data.name, "root": None if data.root is None else str(data.root),
                  "items": items_digest(data.items), "num_items": len(data.items)},
         "transform": repr(data.pair_transform), "align": align,  # a PairTransform's repr is its name, amount, preset
+        "exif": data.exif,
     }
 
 
@@ -130,8 +131,8 @@ def compute_terms(metric: FRMetric, data: FRDataModule, channels: bool = False, 
         where = "" if data.root is None else f" at {data.root}"
         raise ValueError(f"{data.name}: no pairs to compute terms for: the dataset{where} lists none")
     position = {it.index: i for i, it in enumerate(items)}
-    loader = DataLoader(PairDataset(items, pair_transform=data.pair_transform), batch_sampler=data.shard(0, 1),
-                        num_workers=data.num_workers, collate_fn=collate_pairs)
+    loader = DataLoader(PairDataset(items, pair_transform=data.pair_transform, exif=data.exif),
+                        batch_sampler=data.shard(0, 1), num_workers=data.num_workers, collate_fn=collate_pairs)
     layer: list[torch.Tensor | None] = [None] * len(items)
     channel: list[list[torch.Tensor] | None] = [None] * len(items)
     ref_key, f_ref = None, None

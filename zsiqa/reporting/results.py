@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterable
 
 ITEM_COLUMNS = ["index", "ref", "dis", "label", "dist_type", "level", "ref_id", "transform"]
+ERROR_COLUMN = "error"  # last column: why a pair has no scores (data.on_bad_image=skip), empty otherwise
 
 
 class ScoreWriter:
@@ -17,7 +18,7 @@ class ScoreWriter:
     def __init__(self, run_dir: Path, rank: int, score_columns: list[str]) -> None:
         self.path = Path(run_dir) / "parts" / f"rank{rank}.csv"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.columns = ITEM_COLUMNS + score_columns
+        self.columns = ITEM_COLUMNS + score_columns + [ERROR_COLUMN]
         _drop_partial_line(self.path)
         new = not self.path.exists() or self.path.stat().st_size == 0
         self._file = open(self.path, "a", newline="")

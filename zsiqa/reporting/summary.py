@@ -17,7 +17,9 @@ def summarize(
     rows: list[dict], metrics: dict[str, bool], label_lower_better: bool,
     n_resamples: int = 1000, seed: int = 0, level: float = 0.95,
 ) -> dict:
-    """``metrics``: column -> lower_better. Non-finite scores are counted as failed and listed, never dropped silently.
+    """``metrics``: column -> lower_better. Pairs without a finite score (a non-finite score, or an image that could not
+    be read under data.on_bad_image=skip: empty score, reason in the row's ``error``) are counted as failed and listed
+    with their reason, never dropped silently.
 
     Besides the correlations, each metric gets ``<key>_ci`` for ``CI_KEYS``: percentile intervals at ``level`` from
     ``n_resamples`` reference-image bootstrap resamples (``zsiqa.stats.bootstrap``; 0 resamples: no intervals), and
@@ -31,9 +33,11 @@ def summarize(
               f"{round(100 * level)} % intervals")
     out = {}
     for name, lower_better in metrics.items():
-        pred = np.array([float(r[name]) for r in rows])
+        pred = np.array([_score(r[name]) for r in rows])
         ok = np.isfinite(pred)
         failed = [int(rows[i]["index"]) for i in np.flatnonzero(~ok)]
+        reasons = {str(int(rows[i]["index"])): rows[i].get("error") or f"non-finite score {rows[i][name]}"
+                   for i in np.flatnonzero(~ok)[:100]}
         try:
             corr = correlations(
                 pred[ok], label[ok], pred_lower_better=lower_better, label_lower_better=label_lower_better,
@@ -49,8 +53,13 @@ def summarize(
             except ValueError as e:  # e.g. all pairs of one reference: no between-reference variation to resample
                 corr |= nan_ci | {"ci_error": str(e)}
         out[name] = {**corr, "n_scored": int(ok.sum()), "n_failed": len(failed), "failed_indices": failed[:100],
-                     "lower_better": lower_better}
+                     "failed_reasons": reasons, "lower_better": lower_better}
     return out
+
+
+def _score(text: str) -> float:
+    """A score cell of scores.csv: empty for a pair that failed to load."""
+    return float(text) if text else float("nan")
 
 
 def _fmt(v) -> str:
@@ -90,7 +99,7 @@ def scatter_plot(rows: list[dict], summary: dict, label_name: str, path: Path) -
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.6 * nrows), squeeze=False)
     label = np.array([float(r["label"]) for r in rows])
     for ax, name in zip(axes.flat, names):
-        pred = np.array([float(r[name]) for r in rows])
+        pred = np.array([_score(r[name]) for r in rows])
         ok = np.isfinite(pred)
         ax.scatter(pred[ok], label[ok], s=6, alpha=0.6)
         try:
