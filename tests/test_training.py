@@ -25,21 +25,15 @@ from zsiqa.config import load_grid
 from zsiqa.data import PairDataset, read_dataset
 from zsiqa.data.datamodule import FRDataModule
 from zsiqa.distances import get_distance
-from zsiqa.engine import training
-from zsiqa.engine.losses_mos import fidelity_loss, plcc_loss, srcc_loss
-from zsiqa.engine.training import (
-    EpochShuffle,
-    cached_terms,
-    compute_terms,
-    expand_sweep,
-    split_by_reference,
-    term_cache_key,
-    terms_code_digest,
-    train_dir_for,
-    train_run,
-)
-from zsiqa.heads import read_head
-from zsiqa.metric import FIXED_VARIANTS, PRESETS, FRMetric, resolve_distance
+from zsiqa.engine import term_cache, training
+from zsiqa.engine.mos_objectives import fidelity_loss, plcc_loss, srcc_loss
+from zsiqa.engine.split import split_by_reference
+from zsiqa.engine.term_cache import cached_terms, compute_terms, term_cache_key, terms_code_digest
+from zsiqa.engine.term_data import EpochShuffle
+from zsiqa.engine.training import expand_sweep, train_dir_for, train_run
+from zsiqa.learned_weights import read_head
+from zsiqa.metric import FRMetric
+from zsiqa.presets import FIXED_VARIANTS, PRESETS, resolve_distance
 from zsiqa.stats import correlations
 from zsiqa.transforms import make_transform
 
@@ -214,7 +208,7 @@ def test_cache_hits_without_the_backbone_and_invalidates_on_backbone_preset_data
 
     def lookup(metric, data, fingerprint="weights-a"):
         key = term_cache_key(metric, fingerprint, False, data, "error")
-        return cached_terms(cache, key, lambda: compute_terms(metric, data, progress=False))
+        return cached_terms(cache, key, lambda save: compute_terms(metric, data, save=save, progress=False))
 
     metric = metric_for(MultiScaleCNN())
     table, path, computed = lookup(metric, demo_data(dataset))
@@ -249,16 +243,16 @@ def test_cache_key_follows_the_code_that_computes_terms(dataset, tmp_path, monke
             m.setattr(inspect, "getsource", lambda mod, name=name: source(mod) + ("#" if mod.__name__ == name else ""))
             assert terms_code_digest(metric.backbone) != digest
     with monkeypatch.context() as m:
-        m.setattr(training, "__version__", "0.0.0+other")
+        m.setattr(term_cache, "__version__", "0.0.0+other")
         assert terms_code_digest(metric.backbone) != digest
 
     def lookup():
         key = term_cache_key(metric, "weights-a", False, data, "error")
-        return key, cached_terms(tmp_path / "cache", key, lambda: compute_terms(metric, data, progress=False))
+        return key, cached_terms(tmp_path / "cache", key, lambda save: compute_terms(metric, data, save=save, progress=False))
 
     key, (_, path, computed) = lookup()
     assert computed and key["code"] == digest and not lookup()[1][2]
-    monkeypatch.setattr(training, "terms_code_digest", lambda backbone: "0" * 16)  # the code changed: recompute
+    monkeypatch.setattr(term_cache, "terms_code_digest", lambda backbone: "0" * 16)  # the code changed: recompute
     new_key, (_, new_path, computed) = lookup()
     assert computed and new_key["code"] == "0" * 16 and new_path != path
 
@@ -266,7 +260,7 @@ def test_cache_key_follows_the_code_that_computes_terms(dataset, tmp_path, monke
 def test_compute_terms_resizes_the_distorted_image_only_when_asked(dataset):
     metric = metric_for(MultiScaleCNN())
     data = demo_data(dataset, limit=3, pair_transform=make_transform("scale", 25.0))  # dis 40 px, ref 32 px
-    with pytest.raises(ValueError, match=r"differ in size and compute_terms compares"):
+    with pytest.raises(ValueError, match=r"differ in size and distance 'l2' compares"):
         compute_terms(metric, data, progress=False)
     table = compute_terms(metric, data, align="resize", progress=False)
     resized = FRMetric(MultiScaleCNN(), get_distance("l2"), align="resize").eval()
@@ -356,7 +350,7 @@ def test_a_run_folder_refuses_other_precision_or_backbone_weights(dataset, tmp_p
     train_run(make_cfg(tmp_path, dataset, *args))
     saved = json.loads((tmp_path / "runs" / "one" / "metric.json").read_text())
     assert saved["metric"]["precision"] == "float32" and len(saved["fingerprint"]) == 64
-    with pytest.raises(ValueError, match=r"other terms: precision \('float32' then, 'bfloat16' now\)"):
+    with pytest.raises(ValueError, match=r"checkpoints of a different configuration \(precision \('float32' then, 'bfloat16' now\)"):
         train_run(make_cfg(tmp_path, dataset, *args, "run.precision=bf16"))
     with monkeypatch.context() as m:  # a new weights file at the same path: same config, other fingerprint
         m.setattr(training, "backbone_fingerprint", lambda backbone: "f" * 64)

@@ -11,6 +11,8 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
+from .registry import Registry
+
 
 @dataclass(frozen=True)
 class Baseline:
@@ -34,17 +36,14 @@ def _ms_ssim(ref: torch.Tensor, dis: torch.Tensor) -> torch.Tensor:
     return multiscale_structural_similarity_index_measure(dis, ref, data_range=1.0, reduction="none")
 
 
-BASELINES: dict[str, Baseline] = {
-    b.name: b
-    for b in (
-        Baseline("psnr", _psnr, False, "PSNR on RGB in [0, 1] (full image)"),
-        Baseline("ssim", _ssim, False, "SSIM on RGB, 11-px Gaussian window, no downsampling (full image)"),
-        Baseline("ms_ssim", _ms_ssim, False, "MS-SSIM on RGB, 5 scales (full image; sides > 160 px)"),
-    )
-}
+BASELINES: Registry[Baseline] = Registry("baseline")
+for _baseline in (
+    Baseline("psnr", _psnr, False, "PSNR on RGB in [0, 1] (full image)"),
+    Baseline("ssim", _ssim, False, "SSIM on RGB, 11-px Gaussian window, no downsampling (full image)"),
+    Baseline("ms_ssim", _ms_ssim, False, "MS-SSIM on RGB, 5 scales (full image; sides > 160 px)"),
+):
+    BASELINES.register(_baseline.name, _baseline)
 
 
 def get_baseline(name: str) -> Baseline:
-    if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; available: {', '.join(BASELINES)}")
-    return BASELINES[name]
+    return BASELINES.get(name)

@@ -6,7 +6,8 @@ import sys
 
 from .backbones import backbone_doc, list_backbones
 from .distances import get_distance, list_distances
-from .metric import PRESETS, create_metric
+from .factory import create_metric
+from .presets import PRESETS
 
 
 def _score(args: argparse.Namespace) -> int:

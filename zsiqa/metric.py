@@ -1,7 +1,8 @@
-"""FRMetric: backbone taps over sliding windows + a distance head -> one score per image pair."""
+"""FRMetric: backbone taps over sliding windows + a distance head -> one score per image pair.
+
+``zsiqa.factory.create_metric`` builds one from names; presets live in ``zsiqa.presets``."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -9,20 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import Backbone, create_backbone
-from .distances import DistanceHead, get_distance
+from .backbones import Backbone
+from .distances import DistanceHead
 from .io import ImageLike, to_batch
+from .presets import PRESETS
 from .windows import crop_windows
 
-PRESETS: dict[str, dict] = {
-    # Exactly the official code: raw [0, 1] input (no mean/std), the model in the dtype the authors ran it in on CUDA
-    # (fp16 for OpenAI CLIP), distances computed in the feature dtype, distance names taken as given.
-    "paper": {"normalize": False, "paper_dtype": True, "fp32_distances": False, "fixed_variants": False},
-    # The same method with its bugs fixed: backbone mean/std normalisation, fp32 throughout, and distances swapped
-    # for their fixed variants where one exists (see FIXED_VARIANTS and the README's table).
-    "fixed": {"normalize": True, "paper_dtype": False, "fp32_distances": True, "fixed_variants": True},
-}
-FIXED_VARIANTS = {"cos": "cos_channel", "swd": "swd_fixed"}
 OFFICIAL_STRIDE = 200
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -39,13 +32,6 @@ def align_pair(ref: torch.Tensor, dis: torch.Tensor, policy: str, what: str) -> 
             "or a size-free head such as 'deepssim'"
         )
     return F.interpolate(dis, size=ref.shape[-2:], mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
-
-
-def resolve_distance(name: str, preset: str) -> str:
-    """The distance a preset actually runs: ``fixed`` swaps a head for its fixed variant where one exists."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    return FIXED_VARIANTS.get(name, name) if PRESETS[preset]["fixed_variants"] else name
 
 
 @dataclass
@@ -96,8 +82,7 @@ class FRMetric(nn.Module):
         align: str = "error",
     ) -> None:
         super().__init__()
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        cfg = PRESETS.get(preset)
         if align not in ("error", "resize"):
             raise ValueError(f"align must be 'error' or 'resize', got {align!r}")
         if precision is not None and precision not in PRECISIONS:
@@ -108,7 +93,6 @@ class FRMetric(nn.Module):
             stride = min(OFFICIAL_STRIDE, backbone.window or OFFICIAL_STRIDE)
         if backbone.window is not None and not 0 < stride <= backbone.window:
             raise ValueError(f"stride must be in 1..{backbone.window} (the window), got {stride}: a larger one leaves pixels unscored")
-        cfg = PRESETS[preset]
         self.backbone = backbone
         self.distance = distance
         self.preset = preset
@@ -236,35 +220,3 @@ class FRMetric(nn.Module):
             raise ValueError(f"got {r.shape[0]} references for {d.shape[0]} distorted images; give 1 or the same number")
         return self.score_features(self.features(r), self.features(d))
 
-
-def create_metric(
-    backbone: str | None = None,
-    distance: str | None = None,
-    pretrained: bool = True,
-    weights: str | None = None,
-    device: str | torch.device | None = None,
-    preset: str | None = None,
-    head: str | os.PathLike | None = None,
-    **options,
-) -> FRMetric:
-    """Build a metric: ``create_metric("dino_vitb16", "wsd")(ref, dis)``.
-
-    distance: default "l2". pretrained / weights: see ``zsiqa.backbones.create_backbone``. preset: "paper" (default;
-    bit-faithful to the official code) or "fixed" (its bugs fixed). options: normalize, precision, stride,
-    max_windows_per_batch, align. head: a head checkpoint from train.py (``head.pt``): its stored config decides
-    backbone, distance, preset, normalize and stride; any of them given explicitly must agree with it.
-    """
-    if head is not None:
-        from .heads import create_head_metric
-
-        metric = create_head_metric(head, backbone, distance, preset, pretrained=pretrained, weights=weights, **options)
-    else:
-        if backbone is None:
-            raise ValueError("create_metric needs a backbone name (see zsiqa.list_backbones()) or head=<train.py head.pt>")
-        preset = "paper" if preset is None else preset
-        distance = resolve_distance("l2" if distance is None else distance, preset)
-        metric = FRMetric(create_backbone(backbone, pretrained=pretrained, weights=weights), get_distance(distance),
-                          preset=preset, **options)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return metric.to(device).eval()

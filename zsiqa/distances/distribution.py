@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import Feats
+from .registry import Feats
 from .basic import feature_layout
 
 WIN = 8

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_write_text
 from ..stats import correlations, fit_logistic, logistic4
+from .markdown import markdown_table
 
 TABLE_KEYS = ("plcc", "srcc", "krcc", "plcc_fit", "rmse_fit")
 
@@ -37,12 +39,11 @@ def _fmt(v) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
 
-def markdown_table(summary: dict, title: str) -> str:
-    lines = [f"### {title}", "", "| metric | " + " | ".join(k.upper() for k in TABLE_KEYS) + " | n | failed |",
-             "|---|" + "---|" * (len(TABLE_KEYS) + 2)]
-    for name, s in summary.items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(s.get(k)) for k in TABLE_KEYS) + f" | {s['n_scored']} | {s['n_failed']} |")
-    return "\n".join(lines) + "\n"
+def summary_table(summary: dict, title: str) -> str:
+    """The correlations of every metric column under a ``### title``."""
+    header = ["metric", *(k.upper() for k in TABLE_KEYS), "n", "failed"]
+    rows = [[name, *(_fmt(s.get(k)) for k in TABLE_KEYS), s["n_scored"], s["n_failed"]] for name, s in summary.items()]
+    return f"### {title}\n\n" + markdown_table(header, rows)
 
 
 def scatter_plot(rows: list[dict], summary: dict, label_name: str, path: Path) -> Path:
@@ -82,4 +83,4 @@ def scatter_plot(rows: list[dict], summary: dict, label_name: str, path: Path) -
 
 def write_summary(run_dir: Path, summary: dict, config: dict, extra: dict) -> None:
     payload = {"config": config, **extra, "metrics": summary}
-    (Path(run_dir) / "summary.json").write_text(json.dumps(payload, indent=2, default=str))
+    atomic_write_text(Path(run_dir) / "summary.json", json.dumps(payload, indent=2, default=str))

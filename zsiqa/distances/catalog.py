@@ -1,7 +1,7 @@
 """Registers the ZS-IQA distance heads: paper heads reproduce the official code, quirks included; fixes sit beside."""
 from __future__ import annotations
 
-from . import DistanceHead, register_distance
+from .registry import DistanceHead, register_distance
 from .basic import (
     cos,
     cos_channel,
