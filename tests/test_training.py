@@ -468,3 +468,39 @@ def test_train_py_without_arguments_runs_the_offline_demo(tmp_path, monkeypatch)
     assert summary["config"]["backbone"]["name"] == "efficientnet_lite0" and summary["n_val"] == 48
     assert summary["trained"]["srcc"] > summary["zero_shot"]["srcc"] + 0.05
     assert Path(summary["head"]).stat().st_size < 10_000 and summary["test"]["demo"]["in_domain"]
+
+
+@pytest.mark.slow
+def test_two_process_terms_and_head_equal_one_process(tmp_path):
+    """``run.devices=2``: the term table is computed in 2 CPU processes (gloo) and the head fit on process 0; both equal
+    the one-process run bit for bit."""
+    import os
+    import subprocess
+    import sys
+
+    from zsiqa.data import build_demo
+
+    repo = Path(__file__).resolve().parent.parent
+    demo = build_demo(tmp_path / "demo")
+
+    def run(devices: int) -> tuple[dict, dict, dict]:
+        out = tmp_path / f"d{devices}"
+        cmd = [sys.executable, "train.py", "backbone=timm:vit_tiny_patch16_224", "backbone.pretrained=false",
+               f"data.root={demo}", "data.limit=48", "test=[]", f"run.out={out}", "run.name=r", "run.batch_size=5",
+               "run.num_workers=0", "run.accelerator=cpu", f"run.devices={devices}", "optim.max_epochs=3"]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert (f"MEMBER: 2/{devices}" in proc.stderr + proc.stdout) == (devices == 2)  # Lightning's DDP start-up line
+        (cache,) = (out / "cache").glob("*.pt")  # the merged table; no part files are left beside it
+        assert list((out / "cache").iterdir()) == [cache]
+        summary = json.loads((out / "r" / "summary.json").read_text())
+        return torch.load(cache, weights_only=True), torch.load(out / "r" / "head.pt", weights_only=True), summary
+
+    table1, head1, summary1 = run(1)
+    table2, head2, summary2 = run(2)
+    assert summary2["terms"][0]["computed"] and len(table2["index"]) == 48  # 2 references x 24 distorted images
+    assert torch.equal(table1["index"], table2["index"]) and torch.equal(table1["layer"], table2["layer"])
+    assert head1["state"].keys() == head2["state"].keys()
+    assert all(torch.equal(head1["state"][k], head2["state"][k]) for k in head1["state"])
+    assert summary1["trained"] == summary2["trained"] and summary1["layer_weights"] == summary2["layer_weights"]
