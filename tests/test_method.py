@@ -1,12 +1,13 @@
 """The method module and its data plan: predict output, compiled backbone, batches sized by windows."""
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TinyViT
+
 from zsiqa.backbones import list_backbones, register_backbone
 from zsiqa.config import load_grid
 from zsiqa.data import read_dataset
@@ -90,7 +91,8 @@ def test_batches_by_windows(demo_root):
     for b in batches:
         windows = sum(counts[items[i].index] for i in b)
         assert windows <= 5 or len(b) == 1
-    assert all(sum(counts[items[i].index] for i in b) + counts[items[n[0]].index] > 5 for b, n in zip(batches, batches[1:]))
+    # a batch ends only when the next pair would not fit
+    assert all(sum(counts[items[i].index] for i in b) + counts[items[n[0]].index] > 5 for b, n in pairwise(batches))
     big = plan_batches(items, set(), 1, batch_windows=2, windows_of=lambda it: 7)  # one pair over the budget: alone
     assert [len(b) for b in big] == [1] * 30
     with pytest.raises(ValueError, match="batch_windows must be >= 1"):

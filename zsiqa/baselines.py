@@ -1,8 +1,8 @@
 """Classic full-image baselines (torchmetrics), scored by the same engine as the deep metrics."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torchmetrics.functional.image import (

@@ -7,7 +7,8 @@ A registry whose entries live in modules that register themselves on import take
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from .errors import ConfigError, ZsiqaError
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-
 from torchvision.models import VGG16_Weights, vgg16
 
 from .base import Backbone

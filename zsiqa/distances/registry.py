@@ -5,8 +5,8 @@ Features arrive as one tensor per tapped layer, with a leading window axis ``M``
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

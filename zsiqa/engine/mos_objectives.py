@@ -8,7 +8,7 @@ magnitudes differ by orders (l2 on ViT tokens vs cos), and only the relative lay
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -24,8 +24,8 @@ from ..baselines import get_baseline
 from ..data import PairItem
 from ..data.datamodule import FRDataModule, WindowCount
 from ..distances import get_distance
-from ..learned_weights import load_head_metric
 from ..files import atomic_write_text
+from ..learned_weights import load_head_metric
 from ..metric import FRMetric
 from ..presets import resolve_distance
 from ..reporting.results import ITEM_COLUMNS, merge_parts, read_rows

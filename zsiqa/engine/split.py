@@ -1,7 +1,7 @@
 """Training / validation split by reference image: no reference (so no image content) is on both sides."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

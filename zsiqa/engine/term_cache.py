@@ -17,9 +17,9 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import lightning as L
 import torch
@@ -49,7 +49,7 @@ class TermTable:
     layer: torch.Tensor
     channel: list[torch.Tensor] | None = None
 
-    def rows(self, positions: torch.Tensor) -> "TermTable":
+    def rows(self, positions: torch.Tensor) -> TermTable:
         channel = None if self.channel is None else [c[positions] for c in self.channel]
         return TermTable(self.index[positions], self.layer[positions], channel)
 

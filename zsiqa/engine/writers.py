@@ -7,8 +7,8 @@ them in item order. ``PairProgress`` is a progress bar in pairs.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import lightning as L
 import torch

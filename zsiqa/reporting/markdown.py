@@ -1,7 +1,7 @@
 """Markdown tables, written one way for every report (summaries, training tests, grids)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

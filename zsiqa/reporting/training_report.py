@@ -3,8 +3,8 @@ table of the test datasets (Markdown), and the same to W&B."""
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
