@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TinyViT
 
 from zsiqa.backbones import list_backbones, register_backbone
 from zsiqa.config import load_grid
@@ -18,8 +17,13 @@ from zsiqa.engine.runner import image_windows, run_cell
 from zsiqa.metric import FRMetric
 
 BACKBONE = "test_method_tiny_vit"
-if BACKBONE not in list_backbones():
-    register_backbone(BACKBONE)(lambda name, pretrained=True, weights=None: TinyViT())
+
+
+@pytest.fixture
+def registered(tiny_backbone) -> None:
+    """The tests' TinyViT (conftest) as a registered backbone, for runs built from a config."""
+    if BACKBONE not in list_backbones():
+        register_backbone(BACKBONE)(lambda name, pretrained=True, weights=None: type(tiny_backbone)().freeze())
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +66,7 @@ def test_predict_step_returns_host_floats_in_batch_order(demo_root, tiny_backbon
     torch.testing.assert_close(layer.sum(1), direct, rtol=1e-5, atol=0)
 
 
-def test_compiled_backbone_scores_equal_eager(tmp_path, demo_root):
+def test_compiled_backbone_scores_equal_eager(tmp_path, demo_root, registered):
     eager = scores_csv(tmp_path / "eager", demo_root)
     compiled = scores_csv(tmp_path / "compiled", demo_root, "run.compile=true")
     assert [r["index"] for r in compiled] == [r["index"] for r in eager]
@@ -105,7 +109,7 @@ def test_image_windows_counts_the_official_windows(demo_root, tiny_backbone):
     assert image_windows(metric)(item) == 81 and image_windows(None)(item) == 1
 
 
-def test_batch_windows_run_gives_the_same_scores(tmp_path, demo_root):
+def test_batch_windows_run_gives_the_same_scores(tmp_path, demo_root, registered, tiny_backbone):
     by_images = scores_csv(tmp_path / "images", demo_root)
     by_windows = scores_csv(tmp_path / "windows", demo_root, "run.batch_windows=200")  # 2 pairs of 81 windows
     assert len(by_windows) == 30
@@ -113,6 +117,6 @@ def test_batch_windows_run_gives_the_same_scores(tmp_path, demo_root):
         for col in ("l2", "wsd", "psnr"):
             assert float(b[col]) == pytest.approx(float(a[col]), rel=1e-6)
     data = FRDataModule("demo", demo_root, limit=30, batch_windows=200,
-                        windows_of=image_windows(FRMetric(TinyViT(), get_distance("l2"))))
+                        windows_of=image_windows(FRMetric(tiny_backbone, get_distance("l2"))))
     data.setup()
     assert [len(b) for b in data.batches] == [2] * 15
