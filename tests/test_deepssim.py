@@ -6,7 +6,7 @@ import torch
 
 from zsiqa.backbones import create_backbone
 from zsiqa.backbones.weights import WeightsUnavailableError
-from zsiqa.distances import _REGISTRY as DISTANCES
+from zsiqa.distances import DISTANCES
 from zsiqa.distances.deepssim import (
     block_ssim,
     deepssim_distance,

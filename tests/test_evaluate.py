@@ -10,7 +10,8 @@ import pytest
 
 from zsiqa import create_metric
 from zsiqa.config import load_grid
-from zsiqa.engine import evaluation
+from zsiqa.data.datamodule import batch_pairs
+from zsiqa.engine import method
 from zsiqa.engine.runner import run_cell, run_grid
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,19 +63,19 @@ def test_engine_matches_the_metric_and_writes_every_output(tmp_path, demo_root):
 def test_interrupted_run_resumes_without_recomputing(tmp_path, demo_root, monkeypatch):
     full = run_cell(cell(tmp_path / "full", demo_root))
     calls = {"n": 0}
-    original = evaluation.EvaluationModule.test_step
+    original = method.IQAModule.predict_step
 
     def interrupted(self, batch, batch_idx):
         if batch_idx == 1:
             raise KeyboardInterrupt
-        calls["n"] += len(batch)
+        calls["n"] += batch_pairs(batch)
         return original(self, batch, batch_idx)
 
-    monkeypatch.setattr(evaluation.EvaluationModule, "test_step", interrupted)
+    monkeypatch.setattr(method.IQAModule, "predict_step", interrupted)
     cfg = cell(tmp_path / "resumed", demo_root)
     with pytest.raises(SystemExit):  # Lightning shuts down gracefully on Ctrl-C, then exits
         run_cell(cfg)
-    monkeypatch.setattr(evaluation.EvaluationModule, "test_step", original)
+    monkeypatch.setattr(method.IQAModule, "predict_step", original)
     assert calls["n"] == 4
     resumed = run_cell(cfg)
     assert resumed["pairs_scored_now"] == 6  # 10 pairs, 4 already in the CSV

@@ -360,7 +360,7 @@ def test_kadid_duplicated_row_names_both_csv_lines(tmp_path):
 
 def test_a_pair_that_fails_to_load_carries_its_error_to_the_main_process(files, tmp_path):
     from zsiqa.data import PairDataset, PairItem
-    from zsiqa.data.datamodule import reference_groups, split_failed
+    from zsiqa.data.datamodule import collate_pairs, failed_groups
 
     items = [PairItem(index=k, ref=files["ok.png"], dis=files[name], label=1.0, label_lower_better=True, dist_type="t",
                       ref_id="ok") for k, name in enumerate(["ok2.png", "truncated.png", "ok2.png"])]
@@ -370,13 +370,14 @@ def test_a_pair_that_fails_to_load_carries_its_error_to_the_main_process(files, 
     assert [bool(s["error"]) for s in batch] == [False, True, False, True] and batch[1]["ref"] is None
     assert re.match(decode_message("truncated.png", files["truncated.png"], files), batch[1]["error"])
     assert batch[3]["error"] == f"image not found: {tmp_path / 'gone.png'}"
+    groups = collate_pairs(batch)
+    hint = " (data.on_bad_image=skip records such pairs as failed and goes on)"
     with pytest.raises(InputError, match=r"truncated PNG: .*truncated.png .*\(data.on_bad_image=skip records"):
-        split_failed(batch, "error")
-    loaded, failed = split_failed(batch, "skip")
-    assert [s["index"] for s in loaded] == [0, 2] and [s["index"] for s in failed] == [1, 3]
-    assert [len(samples) for *_, samples in reference_groups(loaded)] == [2]
+        failed_groups(groups, "error", hint)  # what evaluation meets
+    loaded, failed = failed_groups(groups, "skip")
+    assert [g["index"] for g in loaded] == [[0, 2]] and [g["index"] for g in failed] == [[1], [3]]
     with pytest.raises(InputError, match=r"^truncated PNG: .*truncated.png \(image file is truncated[^)]*\); the file"):
-        list(reference_groups(batch))  # what train.py's term computation meets: the file named, no skip hint
+        failed_groups(groups)  # what train.py's term computation meets: the file named, no skip hint
 
 
 # ------------------------------------------------------------------------------------------------ subprocesses
@@ -392,7 +393,7 @@ def test_cli_subprocess_exit_codes_and_no_traceback(files):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert re.fullmatch(f"zsiqa: error: {decode_message('truncated.bmp', bmp, files)}\n", proc.stderr)
     proc = run_cli("score", str(files["ok.png"]), str(files["ok.png"]), "--backbone", "nope", "--random-init")
-    assert proc.returncode == 2 and proc.stderr.startswith("zsiqa: error: unknown backbone 'nope'; registered:")
+    assert proc.returncode == 2 and proc.stderr.startswith("zsiqa: error: unknown backbone 'nope'; available:")
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     proc = run_cli("--debug", "score", str(files["text.png"]), str(files["ok.png"]), *CLI)
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "zsiqa.errors.InputError: not an image" in proc.stderr

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from zsiqa.reporting.summary import markdown_table, summarize
+from zsiqa.reporting.summary import summarize, summary_table
 from zsiqa.stats import correlation_intervals, correlations
 
 
@@ -36,7 +36,7 @@ def test_summary_keeps_its_keys_and_adds_intervals():
         lo, hi = s[f"{key}_ci"]
         assert lo < s[key] < hi
     assert s["ci_method"] == "reference-clustered percentile bootstrap, 1000 resamples, seed 0, 95 % intervals"
-    table = markdown_table(summary, "demo")
+    table = summary_table(summary, "demo")
     assert f"| l2 | {s['plcc']:.4f} [{s['plcc_ci'][0]:.3f}, {s['plcc_ci'][1]:.3f}] |" in table
     assert "[lo, hi]: reference-clustered percentile bootstrap" in table
 
@@ -48,4 +48,4 @@ def test_resamples_argument_and_single_reference():
     s = summarize(one_ref, {"l2": True}, True)["l2"]
     assert all(math.isnan(v) for v in s["srcc_ci"]) and "at least 2" in s["ci_error"]
     assert s["srcc"] == pytest.approx(summarize(rows, {"l2": True}, True)["l2"]["srcc"])
-    assert "| l2 | " + f"{s['plcc']:.4f} |" in markdown_table({"l2": s}, "one reference")
+    assert "| l2 | " + f"{s['plcc']:.4f} |" in summary_table({"l2": s}, "one reference")

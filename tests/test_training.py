@@ -25,21 +25,15 @@ from zsiqa.config import load_grid
 from zsiqa.data import PairDataset, read_dataset
 from zsiqa.data.datamodule import FRDataModule
 from zsiqa.distances import get_distance
-from zsiqa.engine import training
-from zsiqa.engine.losses_mos import fidelity_loss, plcc_loss, srcc_loss
-from zsiqa.engine.training import (
-    EpochShuffle,
-    cached_terms,
-    compute_terms,
-    expand_sweep,
-    split_by_reference,
-    term_cache_key,
-    terms_code_digest,
-    train_dir_for,
-    train_run,
-)
-from zsiqa.heads import read_head
-from zsiqa.metric import FIXED_VARIANTS, PRESETS, FRMetric, resolve_distance
+from zsiqa.engine import term_cache, training
+from zsiqa.engine.mos_objectives import fidelity_loss, plcc_loss, srcc_loss
+from zsiqa.engine.split import split_by_reference
+from zsiqa.engine.term_cache import cached_terms, compute_terms, term_cache_key, terms_code_digest
+from zsiqa.engine.term_data import EpochShuffle
+from zsiqa.engine.training import expand_sweep, train_dir_for, train_run
+from zsiqa.learned_weights import read_head
+from zsiqa.metric import FRMetric
+from zsiqa.presets import FIXED_VARIANTS, PRESETS, resolve_distance
 from zsiqa.stats import correlations
 from zsiqa.transforms import make_transform
 
@@ -214,7 +208,7 @@ def test_cache_hits_without_the_backbone_and_invalidates_on_backbone_preset_data
 
     def lookup(metric, data, fingerprint="weights-a"):
         key = term_cache_key(metric, fingerprint, False, data, "error")
-        return cached_terms(cache, key, lambda: compute_terms(metric, data, progress=False))
+        return cached_terms(cache, key, lambda save: compute_terms(metric, data, save=save, progress=False))
 
     metric = metric_for(MultiScaleCNN())
     table, path, computed = lookup(metric, demo_data(dataset))
@@ -249,16 +243,16 @@ def test_cache_key_follows_the_code_that_computes_terms(dataset, tmp_path, monke
             m.setattr(inspect, "getsource", lambda mod, name=name: source(mod) + ("#" if mod.__name__ == name else ""))
             assert terms_code_digest(metric.backbone) != digest
     with monkeypatch.context() as m:
-        m.setattr(training, "__version__", "0.0.0+other")
+        m.setattr(term_cache, "__version__", "0.0.0+other")
         assert terms_code_digest(metric.backbone) != digest
 
     def lookup():
         key = term_cache_key(metric, "weights-a", False, data, "error")
-        return key, cached_terms(tmp_path / "cache", key, lambda: compute_terms(metric, data, progress=False))
+        return key, cached_terms(tmp_path / "cache", key, lambda save: compute_terms(metric, data, save=save, progress=False))
 
     key, (_, path, computed) = lookup()
     assert computed and key["code"] == digest and not lookup()[1][2]
-    monkeypatch.setattr(training, "terms_code_digest", lambda backbone: "0" * 16)  # the code changed: recompute
+    monkeypatch.setattr(term_cache, "terms_code_digest", lambda backbone: "0" * 16)  # the code changed: recompute
     new_key, (_, new_path, computed) = lookup()
     assert computed and new_key["code"] == "0" * 16 and new_path != path
 
@@ -266,7 +260,7 @@ def test_cache_key_follows_the_code_that_computes_terms(dataset, tmp_path, monke
 def test_compute_terms_resizes_the_distorted_image_only_when_asked(dataset):
     metric = metric_for(MultiScaleCNN())
     data = demo_data(dataset, limit=3, pair_transform=make_transform("scale", 25.0))  # dis 40 px, ref 32 px
-    with pytest.raises(ValueError, match=r"differ in size and compute_terms compares"):
+    with pytest.raises(ValueError, match=r"differ in size and distance 'l2' compares"):
         compute_terms(metric, data, progress=False)
     table = compute_terms(metric, data, align="resize", progress=False)
     resized = FRMetric(MultiScaleCNN(), get_distance("l2"), align="resize").eval()
@@ -357,7 +351,7 @@ def test_a_run_folder_refuses_other_precision_or_backbone_weights(dataset, tmp_p
     train_run(make_cfg(tmp_path, dataset, *args))
     saved = json.loads((tmp_path / "runs" / "one" / "metric.json").read_text())
     assert saved["metric"]["precision"] == "float32" and len(saved["fingerprint"]) == 64
-    with pytest.raises(ValueError, match=r"other terms: precision \('float32' then, 'bfloat16' now\)"):
+    with pytest.raises(ValueError, match=r"checkpoints of a different configuration \(precision \('float32' then, 'bfloat16' now\)"):
         train_run(make_cfg(tmp_path, dataset, *args, "run.precision=bf16"))
     with monkeypatch.context() as m:  # a new weights file at the same path: same config, other fingerprint
         m.setattr(training, "backbone_fingerprint", lambda backbone: "f" * 64)
@@ -475,3 +469,39 @@ def test_train_py_without_arguments_runs_the_offline_demo(tmp_path, monkeypatch)
     assert summary["config"]["backbone"]["name"] == "efficientnet_lite0" and summary["n_val"] == 48
     assert summary["trained"]["srcc"] > summary["zero_shot"]["srcc"] + 0.05
     assert Path(summary["head"]).stat().st_size < 10_000 and summary["test"]["demo"]["in_domain"]
+
+
+@pytest.mark.slow
+def test_two_process_terms_and_head_equal_one_process(tmp_path):
+    """``run.devices=2``: the term table is computed in 2 CPU processes (gloo) and the head fit on process 0; both equal
+    the one-process run bit for bit."""
+    import os
+    import subprocess
+    import sys
+
+    from zsiqa.data import build_demo
+
+    repo = Path(__file__).resolve().parent.parent
+    demo = build_demo(tmp_path / "demo")
+
+    def run(devices: int) -> tuple[dict, dict, dict]:
+        out = tmp_path / f"d{devices}"
+        cmd = [sys.executable, "train.py", "backbone=timm:vit_tiny_patch16_224", "backbone.pretrained=false",
+               f"data.root={demo}", "data.limit=48", "test=[]", f"run.out={out}", "run.name=r", "run.batch_size=5",
+               "run.num_workers=0", "run.accelerator=cpu", f"run.devices={devices}", "optim.max_epochs=3"]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert (f"MEMBER: 2/{devices}" in proc.stderr + proc.stdout) == (devices == 2)  # Lightning's DDP start-up line
+        (cache,) = (out / "cache").glob("*.pt")  # the merged table; no part files are left beside it
+        assert list((out / "cache").iterdir()) == [cache]
+        summary = json.loads((out / "r" / "summary.json").read_text())
+        return torch.load(cache, weights_only=True), torch.load(out / "r" / "head.pt", weights_only=True), summary
+
+    table1, head1, summary1 = run(1)
+    table2, head2, summary2 = run(2)
+    assert summary2["terms"][0]["computed"] and len(table2["index"]) == 48  # 2 references x 24 distorted images
+    assert torch.equal(table1["index"], table2["index"]) and torch.equal(table1["layer"], table2["layer"])
+    assert head1["state"].keys() == head2["state"].keys()
+    assert all(torch.equal(head1["state"][k], head2["state"][k]) for k in head1["state"])
+    assert summary1["trained"] == summary2["trained"] and summary1["layer_weights"] == summary2["layer_weights"]

@@ -113,13 +113,15 @@ def test_nothing_to_download_for_random_open_clip():
 
 def test_url_weights_download_into_the_torch_hub_cache(tmp_path, monkeypatch):
     from zsiqa.backbones import weights
+    from zsiqa.backbones.registry import BACKBONES, BackboneEntry
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     remote = tmp_path / "remote"
     remote.mkdir()
     torch.save({"w": torch.arange(3.0)}, remote / "tiny-0123.pth")
-    monkeypatch.setitem(weights._SOURCES, "tiny_url", weights.UrlWeights((remote / "tiny-0123.pth").as_uri()))
-    monkeypatch.setitem(weights._SOURCES, "gone_url", weights.UrlWeights((remote / "gone.pth").as_uri()))
+    for name, file in (("tiny_url", "tiny-0123.pth"), ("gone_url", "gone.pth")):  # registered for this test only
+        entry = BackboneEntry(lambda *args, **kwargs: None, "", weights.UrlWeights((remote / file).as_uri()))
+        monkeypatch.setitem(BACKBONES._entries, name, entry)
     path = download("tiny_url")
     assert path == str(tmp_path / "torch" / "hub" / "checkpoints" / "tiny-0123.pth")
     assert torch.equal(torch.load(path)["w"], torch.arange(3.0))

@@ -1,7 +1,9 @@
 """zsiqa: zero-shot full-reference image quality assessment with frozen foundation-model features."""
 from .backbones import create_backbone, list_backbones
 from .distances import list_distances
-from .metric import PRESETS, Features, FRMetric, create_metric
+from .factory import create_metric
+from .metric import Features, FRMetric
+from .presets import PRESETS
 
 __version__ = "0.1.0"
 __all__ = [

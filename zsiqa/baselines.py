@@ -1,8 +1,8 @@
 """Classic full-image baselines (torchmetrics), scored by the same engine as the deep metrics."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torchmetrics.functional.image import (
@@ -11,7 +11,8 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
-from .errors import ConfigError, InputError
+from .errors import InputError
+from .registry import Registry
 
 
 @dataclass(frozen=True)
@@ -36,17 +37,14 @@ def _ms_ssim(ref: torch.Tensor, dis: torch.Tensor) -> torch.Tensor:
     return multiscale_structural_similarity_index_measure(dis, ref, data_range=1.0, reduction="none")
 
 
-BASELINES: dict[str, Baseline] = {
-    b.name: b
-    for b in (
-        Baseline("psnr", _psnr, False, "PSNR on RGB in [0, 1] (full image)"),
-        Baseline("ssim", _ssim, False, "SSIM on RGB, 11-px Gaussian window, no downsampling (full image)"),
-        Baseline("ms_ssim", _ms_ssim, False, "MS-SSIM on RGB, 5 scales (full image; sides > 160 px)"),
-    )
-}
+BASELINES: Registry[Baseline] = Registry("baseline")
+for _baseline in (
+    Baseline("psnr", _psnr, False, "PSNR on RGB in [0, 1] (full image)"),
+    Baseline("ssim", _ssim, False, "SSIM on RGB, 11-px Gaussian window, no downsampling (full image)"),
+    Baseline("ms_ssim", _ms_ssim, False, "MS-SSIM on RGB, 5 scales (full image; sides > 160 px)"),
+):
+    BASELINES.register(_baseline.name, _baseline)
 
 
 def get_baseline(name: str) -> Baseline:
-    if name not in BASELINES:
-        raise ConfigError(f"unknown baseline {name!r}; available: {', '.join(BASELINES)}")
-    return BASELINES[name]
+    return BASELINES.get(name)

@@ -11,7 +11,8 @@ import sys
 from .backbones import backbone_doc, list_backbones
 from .distances import get_distance, list_distances
 from .errors import run_entry_point
-from .metric import PRESETS, create_metric
+from .factory import create_metric
+from .presets import PRESETS
 
 
 def _score(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
-"""FRMetric: backbone taps over sliding windows + a distance head -> one score per image pair."""
+"""FRMetric: backbone taps over sliding windows + a distance head -> one score per image pair.
+
+``zsiqa.factory.create_metric`` builds one from names; presets live in ``zsiqa.presets``."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -9,21 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import Backbone, create_backbone
-from .distances import DistanceHead, get_distance
+from .backbones import Backbone
+from .distances import DistanceHead
 from .errors import ConfigError, InputError
 from .io import ImageLike, resolve_exif, to_batch
+from .presets import PRESETS
 from .windows import crop_windows
 
-PRESETS: dict[str, dict] = {
-    # Exactly the official code: raw [0, 1] input (no mean/std), the model in the dtype the authors ran it in on CUDA
-    # (fp16 for OpenAI CLIP), distances computed in the feature dtype, distance names taken as given.
-    "paper": {"normalize": False, "paper_dtype": True, "fp32_distances": False, "fixed_variants": False},
-    # The same method with its bugs fixed: backbone mean/std normalisation, fp32 throughout, and distances swapped
-    # for their fixed variants where one exists (see FIXED_VARIANTS and the README's table).
-    "fixed": {"normalize": True, "paper_dtype": False, "fp32_distances": True, "fixed_variants": True},
-}
-FIXED_VARIANTS = {"cos": "cos_channel", "swd": "swd_fixed"}
 OFFICIAL_STRIDE = 200
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -41,13 +34,6 @@ def align_pair(ref: torch.Tensor, dis: torch.Tensor, policy: str, what: str) -> 
             "head such as 'deepssim'"
         )
     return F.interpolate(dis, size=ref.shape[-2:], mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
-
-
-def resolve_distance(name: str, preset: str) -> str:
-    """The distance a preset actually runs: ``fixed`` swaps a head for its fixed variant where one exists."""
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    return FIXED_VARIANTS.get(name, name) if PRESETS[preset]["fixed_variants"] else name
 
 
 @dataclass
@@ -99,8 +85,7 @@ class FRMetric(nn.Module):
         exif: str = "auto",
     ) -> None:
         super().__init__()
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        cfg = PRESETS.get(preset)
         if align not in ("error", "resize"):
             raise ConfigError(f"align must be 'error' or 'resize', got {align!r}")
         if precision is not None and precision not in PRECISIONS:
@@ -111,7 +96,6 @@ class FRMetric(nn.Module):
             stride = min(OFFICIAL_STRIDE, backbone.window or OFFICIAL_STRIDE)
         if backbone.window is not None and not 0 < stride <= backbone.window:
             raise ConfigError(f"stride must be in 1..{backbone.window} (the window), got {stride}: a larger one leaves pixels unscored")
-        cfg = PRESETS[preset]
         self.backbone = backbone
         self.distance = distance
         self.preset = preset
@@ -239,44 +223,3 @@ class FRMetric(nn.Module):
         if r.shape[0] not in (1, d.shape[0]):
             raise InputError(f"got {r.shape[0]} references for {d.shape[0]} distorted images; give 1 or the same number")
         return self.score_features(self.features(r), self.features(d))
-
-
-def create_metric(
-    backbone: str | None = None,
-    distance: str | None = None,
-    pretrained: bool = True,
-    weights: str | None = None,
-    device: str | torch.device | None = None,
-    preset: str | None = None,
-    head: str | os.PathLike | None = None,
-    as_loss: bool = False,
-    **options,
-) -> FRMetric:
-    """Build a metric: ``create_metric("dino_vitb16", "wsd")(ref, dis)``.
-
-    distance: default "l2". pretrained / weights: see ``zsiqa.backbones.create_backbone``. preset: "paper" (default;
-    bit-faithful to the official code) or "fixed" (its bugs fixed). options: normalize, precision, stride,
-    max_windows_per_batch, align, exif ("auto" | "apply" | "ignore": EXIF orientation of image files; auto = ignore
-    under preset paper, as the official code, apply under fixed). head: a head checkpoint from train.py (``head.pt``): its stored config decides
-    backbone, distance, preset, normalize and stride; any of them given explicitly must agree with it.
-    as_loss: return ``zsiqa.losses.PerceptualLoss`` around the metric (differentiable, ``loss(dis, ref)``).
-    """
-    if head is not None:
-        from .heads import create_head_metric
-
-        metric = create_head_metric(head, backbone, distance, preset, pretrained=pretrained, weights=weights, **options)
-    else:
-        if backbone is None:
-            raise ConfigError("create_metric needs a backbone name (see zsiqa.list_backbones()) or head=<train.py head.pt>")
-        preset = "paper" if preset is None else preset
-        distance = resolve_distance("l2" if distance is None else distance, preset)
-        metric = FRMetric(create_backbone(backbone, pretrained=pretrained, weights=weights), get_distance(distance),
-                          preset=preset, **options)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    metric = metric.to(device).eval()
-    if as_loss:
-        from .losses import PerceptualLoss
-
-        return PerceptualLoss(metric)
-    return metric

@@ -40,10 +40,11 @@ from PIL import Image
 from scipy import ndimage
 
 from .errors import ConfigError
+from .presets import PRESETS
+from .registry import Registry
 
 PairFn = Callable[[Image.Image, Image.Image, float], tuple[Image.Image, Image.Image]]
 
-PRESETS = ("paper", "fixed")
 ELASTIC_SEED = 0
 ELASTIC_SMOOTHNESS = 1 / 16  # Gaussian sigma of the elastic field as a fraction of the shorter image side
 BILINEAR = Image.Resampling.BILINEAR
@@ -240,7 +241,8 @@ class TransformSpec:
 _ANY = Interval(-math.inf, math.inf, low_open=True)
 _FACTOR = Interval(-100, math.inf, low_open=True)
 
-TRANSFORMS: dict[str, TransformSpec] = {
+TRANSFORMS: Registry[TransformSpec] = Registry("transform")
+for _name, _spec in {
     "tra": TransformSpec(_tra_paper, _tra_fixed, "% of width", Interval(0, 100), False),
     "sca": TransformSpec(_sca_paper, _scale_keep, "% of size", Interval(0, math.inf), False),
     "rot": TransformSpec(_rot_paper, _rotate, "degrees clockwise", _ANY, False),
@@ -252,7 +254,8 @@ TRANSFORMS: dict[str, TransformSpec] = {
     "elastic": TransformSpec(_elastic, _elastic, "px (largest displacement)", Interval(0, math.inf), False),
     "crop": TransformSpec(_crop, _crop, "% of width removed on the left", Interval(0, 100), True),
     "retarget": TransformSpec(_retarget, _retarget, "% width change", _FACTOR, True),
-}
+}.items():
+    TRANSFORMS.register(_name, _spec)
 
 
 def _check_image(img: object, name: str) -> None:
@@ -271,11 +274,8 @@ class PairTransform:
     preset: str = "paper"
 
     def __post_init__(self) -> None:
-        if self.name not in TRANSFORMS:
-            raise ConfigError(f"unknown transform {self.name!r}; available: {', '.join(TRANSFORMS)}")
-        if self.preset not in PRESETS:
-            raise ConfigError(f"unknown preset {self.preset!r}; available: {', '.join(PRESETS)}")
-        spec = TRANSFORMS[self.name]
+        spec = TRANSFORMS.get(self.name)
+        PRESETS.get(self.preset)
         if not math.isfinite(self.amount) or self.amount not in spec.amounts:
             raise ConfigError(
                 f"transform {self.name!r}: amount {self.amount} is outside {spec.amounts} (unit: {spec.unit})"

@@ -70,7 +70,7 @@ def test_dataset_table_and_dispatch(tmp_path):
     assert sizes["live"] == (779, 29, True) and sizes["tid2013"] == (3000, 25, False)
     assert sizes["pipal"] == (23200, 200, False) and sizes["kadid10k"] == (10125, 81, False)
     assert sizes["csiq"] == (866, 30, True) and sizes["demo"] == (144, 6, True)
-    with pytest.raises(ValueError, match="unknown dataset 'tid'; choose one of"):
+    with pytest.raises(ValueError, match="unknown dataset 'tid'; available: csiq, demo, kadid10k, live, pipal, tid2013"):
         read_dataset("tid", tmp_path)
     with pytest.raises(ValueError, match="TID2013: no dataset root given"):
         read_dataset("tid2013")

@@ -21,6 +21,7 @@ class Backbone(nn.Module):
     ``paper_dtype`` is the dtype the official code ran the model in (fp16 only for OpenAI CLIP, on CUDA).
     ``requires_normalization``: the method defines the model on mean/std-normalised input under every preset (DeepSSIM's
     VGG16); the ZS-IQA models get raw [0, 1] pixels under ``preset=paper``, as the official code fed them.
+    ``takes_mask``: ``taps(x, mask=)`` accepts a binary saliency mask per image (DeepSSIM's ``vgg16``).
     """
 
     layout: str = "tokens"
@@ -29,6 +30,7 @@ class Backbone(nn.Module):
     window: int | None = 224
     paper_dtype: torch.dtype = torch.float32
     requires_normalization: bool = False
+    takes_mask: bool = False
 
     def __init__(self, name: str) -> None:
         super().__init__()

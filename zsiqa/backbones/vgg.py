@@ -1,21 +1,22 @@
-"""torchvision VGG16 up to relu5_1: the DeepSSIM backbone, with its saliency-mask hook on conv1_1."""
+"""torchvision VGG16 (``torchvision.models.vgg16``) up to relu5_1: the DeepSSIM backbone, with its saliency-mask hook
+on conv1_1."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
 from torch import nn
+from torchvision.models import VGG16_Weights, vgg16
 
-from ..errors import MissingFileError
-from . import register_backbone
+from ..errors import ConfigError, MissingFileError
 from .base import Backbone
-from .weights import UrlWeights, download, register_weights
+from .registry import register_backbone
+from .weights import UrlWeights, download
 
 RELU5_1 = 26
 """``features[:26]`` ends with conv5_1 + ReLU: the one layer DeepSSIM compares."""
 
-WEIGHTS_FILE = "vgg16-397923af.pth"
-register_weights("vgg16", UrlWeights(f"https://download.pytorch.org/models/{WEIGHTS_FILE}"))  # torchvision IMAGENET1K_V1
+WEIGHTS_FILE = "vgg16-397923af.pth"  # torchvision's VGG16_Weights.IMAGENET1K_V1
 
 
 class VGG16(Backbone):
@@ -28,6 +29,7 @@ class VGG16(Backbone):
     layout = "maps"
     window = None
     requires_normalization = True
+    takes_mask = True
 
     def __init__(self, name: str, features: nn.Sequential) -> None:
         super().__init__(name)
@@ -57,21 +59,33 @@ def _check_mask(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-def _weights_state(pretrained: bool, weights: str | None) -> tuple[dict[str, torch.Tensor] | None, str]:
-    """The requested state dict (``None``: random init) and its source, resolved before building to fail fast."""
+def _torchvision_features(weights: VGG16_Weights | None) -> nn.Sequential:
+    """``torchvision.models.vgg16(weights=...).features`` (all 13 convs); without weights it is built on the meta
+    device, then given uninitialised memory (no random numbers drawn: the caller initialises or loads it)."""
     if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise MissingFileError(f"vgg16 weights file {path} not found (expected torchvision's {WEIGHTS_FILE})")
-    elif pretrained:
-        path = Path(download("vgg16"))  # torch hub cache, or the one clear WeightsUnavailableError
-    else:
-        return None, "random init"
-    return torch.load(path, map_location="cpu", weights_only=True), str(path)
+        return vgg16(weights=weights).features
+    with torch.device("meta"):
+        features = vgg16(weights=None, init_weights=False).features
+    return features.to_empty(device="cpu")
 
 
-def _load_features(features: nn.Sequential, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load the ``features.0-25`` tensors of a torchvision VGG16 state dict; the rest (classifier) is ignored."""
+def _random_init(features: nn.Sequential) -> nn.Sequential:
+    """torchvision's VGG initialisation (Kaiming normal, zero bias) of the convs up to relu5_1, after the default
+    initialisation of all 13 convs that building them draws: the random numbers of every earlier zsiqa version."""
+    for m in features:
+        if isinstance(m, nn.Conv2d):
+            m.reset_parameters()
+    features = features[:RELU5_1]
+    for m in features:
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+    return features
+
+
+def _load_features(features: nn.Sequential, path: Path) -> None:
+    """Load the ``features.0-25`` tensors of a torchvision VGG16 state dict file; the rest (classifier) is ignored."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
     kept = {}
     for key, value in state.items():
         parts = key.split(".")
@@ -80,24 +94,24 @@ def _load_features(features: nn.Sequential, state: dict[str, torch.Tensor], sour
     missing = sorted(set(features.state_dict()) - set(kept))
     if missing:
         names = ", ".join("features." + k for k in missing)
-        raise RuntimeError(f"{source} is not a torchvision VGG16 state dict: no {names}")
+        raise ConfigError(f"{path} is not a torchvision VGG16 state dict: no {names}")
     features.load_state_dict(kept)
 
 
 @register_backbone(
-    "vgg16", "torchvision VGG16 (ImageNet, vgg16-397923af.pth), whole image, relu5_1 maps: the DeepSSIM backbone"
+    "vgg16", "torchvision VGG16 (ImageNet, vgg16-397923af.pth), whole image, relu5_1 maps: the DeepSSIM backbone",
+    weights=UrlWeights(VGG16_Weights.IMAGENET1K_V1.url),
 )
 def build_vgg16(name: str, pretrained: bool = True, weights: str | None = None) -> VGG16:
-    from torchvision.models.vgg import cfgs, make_layers
-
-    state, source = _weights_state(pretrained, weights)
-    # Only the conv stack is built (the 120M-parameter classifier is never used), initialised as torchvision's VGG.
-    features = make_layers(cfgs["D"])[:RELU5_1]
-    if state is None:
-        for m in features.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise MissingFileError(f"vgg16 weights file {path} not found (expected torchvision's {WEIGHTS_FILE})")
+        features = _torchvision_features(None)[:RELU5_1]
+        _load_features(features, path)
+    elif pretrained:
+        download(name)  # into torch hub's cache, where torchvision reads it, or the one clear WeightsUnavailableError
+        features = _torchvision_features(VGG16_Weights.IMAGENET1K_V1)[:RELU5_1]
     else:
-        _load_features(features, state, source)
+        features = _random_init(_torchvision_features(None))
     return VGG16(name, features)

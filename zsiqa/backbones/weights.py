@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, MissingFileError, WeightsUnavailableError
+from .registry import BACKBONES
 
 TIMM_PREFIX = "timm:"
 OPEN_CLIP_PREFIX = "open_clip:"
@@ -84,27 +85,19 @@ class UrlWeights:
 
 
 WeightSource = Union[TimmWeights, OpenClipWeights, PackagedWeights, UrlWeights]
-_SOURCES: dict[str, WeightSource] = {}
-
-
-def register_weights(name: str, source: WeightSource) -> None:
-    """Record where the registered backbone ``name`` gets its pretrained weights (for logging and ``download``)."""
-    _SOURCES[name] = source
 
 
 def weight_source(name: str) -> WeightSource:
-    """The weight source of a registered backbone or of a generic ``timm:`` / ``open_clip:`` name."""
-    from . import _load_families
-
-    _load_families()
-    if name in _SOURCES:
-        return _SOURCES[name]
+    """The weight source of a registered backbone (registered with it, ``register_backbone(..., weights=)``) or of a
+    generic ``timm:`` / ``open_clip:`` name."""
     if name.startswith(TIMM_PREFIX):
         return TimmWeights(parse_timm_name(name))
     if name.startswith(OPEN_CLIP_PREFIX):
         return OpenClipWeights(*parse_open_clip_name(name))
-    raise ConfigError(f"no weight source known for backbone {name!r}; known: {', '.join(sorted(_SOURCES))}, "
-                     f"or a generic {TIMM_PREFIX}<model> / {OPEN_CLIP_PREFIX}<arch>:<tag> name")
+    source = BACKBONES.get(name).weights
+    if source is None:
+        raise ConfigError(f"backbone {name!r} was registered without a weight source")
+    return source
 
 
 def describe_weights(name: str) -> str:

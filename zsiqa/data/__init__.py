@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import ConfigError
+from ..registry import Registry
 from . import csiq, demo, kadid, live, pipal, tid2013
 from .csiq import read_csiq
 from .dataset import PairDataset
@@ -18,9 +18,9 @@ from .live import read_live
 from .pipal import read_pipal
 from .tid2013 import read_tid2013
 
-DATASETS: dict[str, DatasetSpec] = {
-    spec.name: spec for spec in (live.SPEC, tid2013.SPEC, pipal.SPEC, kadid.SPEC, csiq.SPEC, demo.SPEC)
-}
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+for _spec in (live.SPEC, tid2013.SPEC, pipal.SPEC, kadid.SPEC, csiq.SPEC, demo.SPEC):
+    DATASETS.register(_spec.name, _spec)
 
 
 def read_dataset(name: str, root: str | os.PathLike | None = None, **opts) -> list[PairItem]:
@@ -28,9 +28,7 @@ def read_dataset(name: str, root: str | os.PathLike | None = None, **opts) -> li
 
     ``root`` may be None only for "demo", which is then built in its default cache folder.
     """
-    if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
-    return DATASETS[name].read(root, **opts)
+    return DATASETS.get(name).read(root, **opts)
 
 
 __all__ = [

@@ -1,17 +1,21 @@
-"""``FRDataModule``: any dataset reader as a LightningDataModule for evaluation.
+"""``FRDataModule``: any dataset reader as a LightningDataModule for the engine's ``Trainer.predict``.
 
 Pairs still to score are ordered by reference (so each reference's features are computed once and reused) and cut into
-batches; with N processes the batches are split into contiguous shards of whole batches, so every process computes
-exactly the batches a single process would, and no pair is repeated or missing (unlike DistributedSampler padding).
+batches, of ``batch_size`` distorted images or of as many as fit in ``batch_windows`` backbone windows; with N
+processes the batches are split into contiguous shards of whole batches, so every process computes exactly the
+batches a single process would, and no pair is repeated or missing (unlike DistributedSampler padding). The loader's
+workers group each batch by reference (``collate_pairs``), so a reference crosses to the device once per batch, from
+pinned memory when the device is a GPU.
 
 A pair whose image cannot be read stops the run with the file named (``on_bad_image="error"``, the default) or, with
-``on_bad_image="skip"``, is handed to the engine as failed so it records the pair and the reason (``split_failed``).
+``on_bad_image="skip"``, is handed to the engine as failed so it records the pair and the reason: the loader never
+raises inside a worker (``PairDataset`` puts the message in the sample), ``collate_pairs`` passes it on.
 """
 from __future__ import annotations
 
 import os
 from collections import defaultdict
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
 import lightning as L
 import torch
@@ -20,13 +24,31 @@ from torch.utils.data import DataLoader, Sampler
 from ..errors import ConfigError, InputError
 from . import DATASETS, DatasetSpec, PairDataset, PairItem, read_dataset, reference_paths
 
+WindowCount = Callable[[PairItem], int]
 
-def plan_batches(items: list[PairItem], skip: set[int], batch_size: int) -> list[list[int]]:
-    """Positions (into ``items``) of the pairs not in ``skip`` (item indices), grouped by reference, cut into batches."""
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+
+def plan_batches(items: list[PairItem], skip: set[int], batch_size: int, batch_windows: int | None = None,
+                 windows_of: WindowCount | None = None) -> list[list[int]]:
+    """Positions (into ``items``) of the pairs not in ``skip`` (item indices), grouped by reference, cut into batches:
+    ``batch_size`` pairs each, or (``batch_windows`` given) as many pairs as fit in that many windows of their distorted
+    images (``windows_of(item)``; at least one pair per batch)."""
     todo = sorted((i for i, it in enumerate(items) if it.index not in skip), key=lambda i: (items[i].ref_id, items[i].index))
-    return [todo[s : s + batch_size] for s in range(0, len(todo), batch_size)]
+    if batch_windows is None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        return [todo[s : s + batch_size] for s in range(0, len(todo), batch_size)]
+    if batch_windows < 1 or windows_of is None:
+        raise ValueError(f"batch_windows must be >= 1 with a window count per pair, got {batch_windows}")
+    batches: list[list[int]] = []
+    used = 0
+    for i in todo:
+        k = windows_of(items[i])
+        if not batches or used + k > batch_windows:
+            batches.append([])
+            used = 0
+        batches[-1].append(i)
+        used += k
+    return batches
 
 
 class ShardBatchSampler(Sampler[list[int]]):
@@ -44,45 +66,48 @@ class ShardBatchSampler(Sampler[list[int]]):
 
 
 def collate_pairs(samples: list[dict]) -> list[dict]:
-    """Keep samples as a list: images in one batch may differ in size (LIVE)."""
-    return samples
+    """A batch as its reference groups: ``{"ref_id", "ref" [1,3,H,W], "dis" [n,3,h,w], "index" [n ints]}`` per
+    (reference, image sizes), in first-appearance order, so one reference's features serve all its distorted images
+    (images in one batch may differ in size: LIVE). A pair whose image could not be read comes as its own group
+    ``{"ref_id", "index": [i], "error": message}`` without images (see ``failed_groups``)."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    failed = [{"ref_id": s["ref_id"], "index": [int(s["index"])], "error": s["error"]} for s in samples if s["error"]]
+    for s in samples:
+        if s["error"]:
+            continue
+        groups[(s["ref_id"], tuple(s["ref"].shape), tuple(s["dis"].shape))].append(s)
+    return failed + [{"ref_id": ref_id, "ref": group[0]["ref"][None], "dis": torch.stack([s["dis"] for s in group]),
+                      "index": [int(s["index"]) for s in group]} for (ref_id, _, _), group in groups.items()]
 
 
 ON_BAD_IMAGE = ("error", "skip")
 
 
-def split_failed(batch: list[dict], on_bad_image: str = "error") -> tuple[list[dict], list[dict]]:
-    """(samples whose images loaded, samples whose images failed). With ``on_bad_image="error"`` the first failure is
-    raised here, in the main process, with its own message (the file named)."""
+def failed_groups(batch: list[dict], on_bad_image: str = "error", hint: str = "") -> tuple[list[dict], list[dict]]:
+    """(groups whose images loaded, groups of pairs whose images failed). With ``on_bad_image="error"`` the first
+    failure is raised here, in the main process, with its own message (the file named) and ``hint``."""
     if on_bad_image not in ON_BAD_IMAGE:
         raise ConfigError(f"on_bad_image must be one of {', '.join(ON_BAD_IMAGE)}, got {on_bad_image!r}")
-    failed = [s for s in batch if s["error"]]
+    failed = [g for g in batch if "error" in g]
     if failed and on_bad_image == "error":
-        raise InputError(f"{failed[0]['error']} (data.on_bad_image=skip records such pairs as failed and goes on)")
-    return [s for s in batch if not s["error"]], failed
+        raise InputError(failed[0]["error"] + hint)
+    return [g for g in batch if "error" not in g], failed
 
 
-def reference_groups(batch: list[dict]) -> Iterator[tuple[str, torch.Tensor, torch.Tensor, list[dict]]]:
-    """The samples of a batch grouped by reference (and image sizes): ``(ref_id, ref [1,3,H,W], dis [n,3,h,w],
-    samples)`` in first-appearance order, so one reference's features serve all its distorted images. A sample whose
-    image failed to load raises its error (pass ``split_failed``'s loaded samples to go on without them)."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for s in batch:
-        if s["error"]:
-            raise InputError(s["error"])
-        groups[(s["ref_id"], tuple(s["ref"].shape), tuple(s["dis"].shape))].append(s)
-    for (ref_id, _, _), samples in groups.items():
-        yield ref_id, samples[0]["ref"][None], torch.stack([s["dis"] for s in samples]), samples
+def batch_pairs(batch: list[dict]) -> int:
+    """Number of pairs in a collated batch."""
+    return sum(len(group["index"]) for group in batch)
 
 
 class FRDataModule(L.LightningDataModule):
-    """A labelled FR-IQA dataset (``zsiqa.data.DATASETS``) for ``Trainer.test``.
+    """A labelled FR-IQA dataset (``zsiqa.data.DATASETS``) for ``Trainer.predict``.
 
     name / root / reader options: as ``read_dataset``. limit: the first N pairs only. pair_transform: a robustness
     transform ``(ref, dis) -> (ref, dis)`` on PIL images. skip: item indices already scored (resume).
     exif: EXIF orientation of the image files, "apply" or "ignore" (resolve the config's "auto" against the preset
     with ``zsiqa.io.resolve_exif`` first). on_bad_image: "error" (a corrupt or missing image stops the run, file
     named) or "skip" (the evaluation engine records the pair as failed, with the reason).
+    batch_windows / windows_of: batches by window count instead of ``batch_size`` (see ``plan_batches``).
     """
 
     def __init__(
@@ -94,18 +119,20 @@ class FRDataModule(L.LightningDataModule):
         batch_size: int = 16,
         num_workers: int = 2,
         skip: Iterable[int] = (),
+        batch_windows: int | None = None,
+        windows_of: WindowCount | None = None,
         exif: str = "apply",
         on_bad_image: str = "error",
         **reader_options,
     ) -> None:
         super().__init__()
-        if name not in DATASETS:
-            raise ConfigError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+        DATASETS.get(name)  # an unknown name fails here, naming the choices
         if limit is not None and int(limit) < 1:
             raise ConfigError(f"data.limit must be a positive number of pairs (or null for all), got {limit}")
         self.name, self.root, self.limit = name, root, limit
         self.pair_transform = pair_transform
         self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_windows, self.windows_of = batch_windows, windows_of
         self.skip = set(skip)
         if exif not in ("apply", "ignore"):
             raise ConfigError(f"exif must be 'apply' or 'ignore' here, got {exif!r} (resolve 'auto' against the preset "
@@ -121,7 +148,7 @@ class FRDataModule(L.LightningDataModule):
 
     @property
     def spec(self) -> DatasetSpec:
-        return DATASETS[self.name]
+        return DATASETS.get(self.name)
 
     def setup(self, stage: str | None = None) -> None:
         if self.items is not None:
@@ -130,14 +157,16 @@ class FRDataModule(L.LightningDataModule):
         self.items = items if self.limit is None else items[: int(self.limit)]
         reference_paths(self.items)  # one ref_id must mean one file: reference features are cached by ref_id
         self.by_index = {it.index: it for it in self.items}
-        self.batches = plan_batches(self.items, self.skip, self.batch_size)
+        self.batches = plan_batches(self.items, self.skip, self.batch_size, self.batch_windows, self.windows_of)
 
     def shard(self, rank: int, world_size: int) -> ShardBatchSampler:
         return ShardBatchSampler(self.batches, rank, world_size)
 
-    def test_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> DataLoader:
+        # Pinned host memory lets Lightning's batch transfer (non_blocking on CUDA) overlap with compute.
         return DataLoader(
             PairDataset(self.items, pair_transform=self.pair_transform, exif=self.exif),
             batch_sampler=self.shard(self.trainer.global_rank, self.trainer.world_size),
             num_workers=self.num_workers, collate_fn=collate_pairs,
+            pin_memory=self.trainer.strategy.root_device.type == "cuda",
         )

@@ -7,7 +7,7 @@ within LIVE).
 
 A pair whose image cannot be read (missing since the labels were read, corrupt, truncated) is not raised inside the
 loader worker, where its message would gain the worker's traceback: the sample carries the error message (``"error"``)
-and the consumer decides (``split_failed`` in datamodule.py raises it, or records it under ``on_bad_image=skip``).
+and the consumer decides (``failed_groups`` in datamodule.py raises it, or hands it on under ``on_bad_image=skip``).
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import Feats
+from .registry import Feats
 
 COS_EPS = 1e-8  # F.cosine_similarity's default, as the paper used
 

@@ -9,11 +9,14 @@ Saliency calibration (the official ``wSC`` variant) happens in the backbone: bin
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from ..backbones.base import Backbone
-from ..backbones.vgg import VGG16
-from . import DistanceHead, Feats, register_distance
+from .registry import DistanceHead, Feats, register_distance
+
+if TYPE_CHECKING:  # a distance compares features; it never builds or imports a backbone
+    from ..backbones.base import Backbone
 
 
 def gram(f: torch.Tensor) -> torch.Tensor:
@@ -117,7 +120,7 @@ def deepssim_score(
             f"deepssim_score runs the backbone on whole images, but {backbone.name!r} runs on {backbone.window}px "
             "windows; score windowed backbones through the metric with distance='deepssim'"
         )
-    if (ref_mask is not None or dis_mask is not None) and not isinstance(backbone, VGG16):
+    if (ref_mask is not None or dis_mask is not None) and not backbone.takes_mask:
         raise ValueError(f"saliency masks need the 'vgg16' backbone (its conv1_1 hook), got {backbone.name!r}")
 
     def taps(x: torch.Tensor, mask: torch.Tensor | None) -> Feats:

@@ -17,8 +17,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import Feats
 from .basic import feature_layout
+from .registry import Feats
 
 WIN = 8
 EPS = 1e-10

@@ -1,4 +1,9 @@
-"""One evaluation run per config cell (backbone x dataset x transform), and grids of them."""
+"""One evaluation run per config cell (backbone x dataset x transform), and grids of them.
+
+``run_cell(cfg)`` builds the metrics (one shared backbone), the data module and the method module, scores every pair
+with ``Trainer.predict`` (rows appended per batch by ``ScoreRowsWriter``; a rerun resumes), then process 0 merges the
+parts and writes the summary, table and plot.
+"""
 from __future__ import annotations
 
 import json
@@ -6,21 +11,32 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 import yaml
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from PIL import Image
 
 from ..backbones import create_backbone
 from ..baselines import get_baseline
-from ..data.datamodule import FRDataModule
+from ..data import PairItem
+from ..data.datamodule import FRDataModule, WindowCount
 from ..distances import get_distance
+from ..files import atomic_write_text
 from ..io import resolve_exif
-from ..metric import FRMetric, resolve_distance
+from ..learned_weights import load_head_metric
+from ..metric import FRMetric
+from ..presets import resolve_distance
 from ..reporting.results import ERROR_COLUMN, ITEM_COLUMNS, merge_parts, read_rows
-from ..reporting.summary import markdown_table, scatter_plot, summarize, write_summary
+from ..reporting.summary import scatter_plot, summarize, summary_table, write_summary
 from ..transforms import TRANSFORMS, make_transform
-from .evaluation import EvaluationModule, PairProgress
+from ..windows import window_starts
+from .method import IQAModule, compile_backbone
+from .run_folder import plain_config, refuse_to_resume
+from .term_cache import predict_trainer
+from .writers import PairProgress, ScoreRowsWriter
 
 # Config keys that determine the scores: a run folder holding results of other values cannot be resumed.
 SCORE_KEYS = ("backbone", "distance", "baselines", "preset", "head", "data", "transform", "align")
@@ -66,13 +82,32 @@ def data_root(data: dict) -> Path | None:
     return Path(base) / default[data["name"]]
 
 
-def make_datamodule(data: dict, cfg: dict, skip: set[int] | frozenset = frozenset()) -> FRDataModule:
-    """The data module of one ``data`` config entry, with the cell's transform, batch size and workers."""
-    tcfg = cfg["transform"]
+def image_windows(metric: FRMetric | None) -> WindowCount:
+    """Windows of a pair's distorted image under ``metric`` (from the file's header; one for a whole-image
+    backbone or no metric), for ``run.batch_windows``."""
+    window = None if metric is None else metric.backbone.window
+    stride = None if metric is None else metric.stride
+
+    def count(item: PairItem) -> int:
+        if window is None:
+            return 1
+        with Image.open(item.dis) as img:
+            w, h = img.size
+        return len(window_starts(h, window, stride)) * len(window_starts(w, window, stride))
+
+    return count
+
+
+def make_datamodule(data: dict, cfg: dict, skip: set[int] | frozenset = frozenset(),
+                    windows_of: WindowCount | None = None) -> FRDataModule:
+    """The data module of one ``data`` config entry, with the cell's transform, batch size (``run.batch_size``, or
+    ``run.batch_windows`` windows counted by ``windows_of``) and workers."""
+    tcfg, run = cfg["transform"], cfg["run"]
     return FRDataModule(
         data["name"], data_root(data), limit=data.get("limit"),
         pair_transform=None if tcfg["name"] == "none" else make_transform(tcfg["name"], tcfg["amount"], cfg["preset"]),
-        batch_size=cfg["run"]["batch_size"], num_workers=cfg["run"]["num_workers"], skip=skip,
+        batch_size=run["batch_size"], num_workers=run["num_workers"], skip=skip,
+        batch_windows=run.get("batch_windows"), windows_of=windows_of,
         exif=resolve_exif(data.get("exif", "auto"), cfg["preset"]), on_bad_image=data.get("on_bad_image", "error"),
         **{k: v for k, v in data.items() if k not in ("name", "root", "limit", "exif", "on_bad_image")},
     )
@@ -92,9 +127,9 @@ def build_metrics(cfg: dict, device: str | torch.device) -> dict[str, FRMetric]:
             max_windows_per_batch=cfg["run"]["max_windows_per_batch"],
         )
     if cfg.get("head"):
-        from ..heads import load_head_metric
-
         metrics = {**metrics, **load_head_metric(cfg["head"], backbone, device)}
+    if cfg["run"].get("compile"):
+        compile_backbone(backbone)
     return {k: m.to(device) for k, m in metrics.items()}
 
 
@@ -103,17 +138,7 @@ def _check_resumable(run_dir: Path, cfg: dict) -> None:
     if not saved_path.exists():
         return
     saved, now = score_settings(yaml.safe_load(saved_path.read_text())), score_settings(cfg)
-    diff = [k for k in now if saved.get(k) != now[k]]
-    if diff:
-        raise ValueError(
-            f"{run_dir} holds results of a different configuration ({', '.join(diff)} differ); "
-            "set run.name=<new folder> or run.resume=false, or delete the folder"
-        )
-
-
-def _is_rank0_launcher() -> bool:
-    """True in the process that starts a run (Lightning's DDP launcher gives the others LOCAL_RANK / NODE_RANK > 0)."""
-    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    refuse_to_resume(run_dir, "results", [k for k in now if saved.get(k) != now[k]])
 
 
 def align_policy(cfg: dict) -> str:
@@ -125,44 +150,37 @@ def align_policy(cfg: dict) -> str:
     return align
 
 
-def run_cell(cfg: dict) -> dict | None:
+def run_cell(cfg: Any) -> dict | None:
     """Evaluate one cell; returns the summary on process 0 (None on other processes)."""
+    cfg = plain_config(cfg)
     run = cfg["run"]
     L.seed_everything(run.get("seed", 0), verbose=False)  # the paper's swd draws from the global RNG, seeded 0
     data, tcfg = cfg["data"], cfg["transform"]
     run_dir = run_dir_for(cfg)
     if run.get("resume", True):
         _check_resumable(run_dir, cfg)
-    elif run_dir.exists() and _is_rank0_launcher():
+    elif run_dir.exists() and rank_zero_only.rank == 0:
         for p in [run_dir / "scores.csv", run_dir / "config.yaml", *run_dir.glob("parts/rank*.csv")]:
             p.unlink(missing_ok=True)
     done = set(read_rows(run_dir)) if run_dir.exists() else set()
-    datamodule = make_datamodule(data, cfg, skip=done)
-    datamodule.setup("test")
 
-    trainer = L.Trainer(
-        accelerator=run["accelerator"], devices=run["devices"], strategy="ddp" if run["devices"] > 1 else "auto",
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        use_distributed_sampler=False, inference_mode=True, callbacks=[PairProgress()],
-    )
-    rank0 = trainer.global_rank == 0
-    if rank0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / "config.yaml.tmp"
-        tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        tmp.replace(run_dir / "config.yaml")
-    metrics = build_metrics(cfg, trainer.strategy.root_device)
+    writer = ScoreRowsWriter(run_dir, transform_label(tcfg))
+    trainer = predict_trainer(run["accelerator"], run.get("devices", 1), [writer, PairProgress()])
+    rank0 = trainer.is_global_zero
+    metrics = build_metrics(cfg, trainer.strategy.root_device)  # on the final device: the precision depends on it
     baselines = [get_baseline(b) for b in cfg["baselines"]]
-    module = EvaluationModule(
-        metrics, baselines, run_dir, transform_label=transform_label(tcfg), ref_cache=run["ref_cache"], align=align_policy(cfg),
-    )
+    module = IQAModule(metrics, baselines, ref_cache=run["ref_cache"], align=align_policy(cfg),
+                       on_bad_image=data.get("on_bad_image", "error"))
+    datamodule = make_datamodule(data, cfg, skip=done, windows_of=image_windows(next(iter(metrics.values()), None)))
+    datamodule.setup("predict")
     todo = sum(len(b) for b in datamodule.batches)
     if rank0:
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
         print(f"{cfg['backbone']['name']} | {data['name']} ({len(datamodule.items)} pairs, {len(done)} already scored) | "
               f"transform {transform_label(tcfg)} | -> {run_dir}")
     start = time.perf_counter()
     if todo:
-        trainer.test(module, datamodule=datamodule, verbose=False)
+        trainer.predict(module, datamodule=datamodule, return_predictions=False)
     elapsed = time.perf_counter() - start
     trainer.strategy.barrier()
     if not rank0:
@@ -175,10 +193,9 @@ def run_cell(cfg: dict) -> dict | None:
     })
 
 
-def finalize(run_dir: Path, cfg: dict, module: EvaluationModule, spec, extra: dict) -> dict:
-    """Merge the parts, compute correlations, write summary.json, table.md, scatter.png (and log to W&B)."""
-    columns = ITEM_COLUMNS + module.score_columns + [ERROR_COLUMN]
-    merge_parts(run_dir, columns)
+def finalize(run_dir: Path, cfg: dict, module: IQAModule, spec, extra: dict) -> dict:
+    """Merge the parts by index, compute correlations, write summary.json, table.md, scatter.png (and log to W&B)."""
+    merge_parts(run_dir, ITEM_COLUMNS + module.score_columns + [ERROR_COLUMN])
     rows = list(read_rows(run_dir).values())
     rows.sort(key=lambda r: int(r["index"]))
     directions = {name: m.lower_better for name, m in module.metrics.items()}
@@ -187,13 +204,13 @@ def finalize(run_dir: Path, cfg: dict, module: EvaluationModule, spec, extra: di
     title = f"{cfg['backbone']['name']} on {cfg['data']['name']} ({transform_label(cfg['transform'])}, preset {cfg['preset']})"
     extra = {**extra, "n_items": len(rows), "label": spec.label_name, "label_lower_better": spec.lower_better}
     write_summary(run_dir, summary, cfg, extra)
-    (run_dir / "table.md").write_text(markdown_table(summary, title))
+    atomic_write_text(run_dir / "table.md", summary_table(summary, title))
     plot = scatter_plot(rows, summary, spec.label_name, run_dir / "scatter.png")
     if cfg["logger"]["name"] == "wandb":
         from ..reporting.wandb_log import log_evaluation
 
         log_evaluation(cfg, run_dir, rows, summary, plot, extra)
-    print(markdown_table(summary, title))
+    print(summary_table(summary, title))
     return {"config": cfg, "metrics": summary, **extra}
 
 

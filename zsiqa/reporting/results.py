@@ -8,6 +8,8 @@ import csv
 from pathlib import Path
 from typing import Iterable
 
+from ..files import atomic_write
+
 ITEM_COLUMNS = ["index", "ref", "dis", "label", "dist_type", "level", "ref_id", "transform"]
 ERROR_COLUMN = "error"  # last column: why a pair has no scores (data.on_bad_image=skip), empty otherwise
 
@@ -78,13 +80,14 @@ def merge_parts(run_dir: Path, columns: list[str]) -> Path:
     """Write all rows, sorted by index and de-duplicated, to ``scores.csv``; remove the part files."""
     run_dir = Path(run_dir)
     rows = read_rows(run_dir)
-    out = run_dir / "scores.csv"
-    tmp = out.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows[i] for i in sorted(rows))
-    tmp.replace(out)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows[i] for i in sorted(rows))
+
+    out = atomic_write(run_dir / "scores.csv", write)
     parts = run_dir / "parts"
     if parts.is_dir():
         for part in parts.glob("rank*.csv"):

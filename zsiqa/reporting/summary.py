@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_write_text
 from ..stats import correlation_intervals, correlations, fit_logistic, logistic4
+from .markdown import markdown_table
 
 TABLE_KEYS = ("plcc", "srcc", "krcc", "plcc_fit", "rmse_fit")
 CI_KEYS = ("plcc", "srcc", "krcc", "plcc_fit")  # each gets ``<key>_ci`` = [lo, hi]
@@ -74,16 +76,14 @@ def _cell(s: dict, key: str) -> str:
     return f"{_fmt(s[key])} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
-def markdown_table(summary: dict, title: str) -> str:
-    """One row per metric; bracketed: the reference-bootstrap interval (see ``ci_method`` in summary.json)."""
-    lines = [f"### {title}", "", "| metric | " + " | ".join(k.upper() for k in TABLE_KEYS) + " | n | failed |",
-             "|---|" + "---|" * (len(TABLE_KEYS) + 2)]
-    for name, s in summary.items():
-        lines.append(f"| {name} | " + " | ".join(_cell(s, k) for k in TABLE_KEYS) + f" | {s['n_scored']} | {s['n_failed']} |")
+def summary_table(summary: dict, title: str) -> str:
+    """The correlations of every metric column under a ``### title``; bracketed: the reference-bootstrap interval
+    (see ``ci_method`` in summary.json)."""
+    header = ["metric", *(k.upper() for k in TABLE_KEYS), "n", "failed"]
+    rows = [[name, *(_cell(s, k) for k in TABLE_KEYS), s["n_scored"], s["n_failed"]] for name, s in summary.items()]
     methods = {s["ci_method"] for s in summary.values() if "ci_method" in s}
-    if methods:
-        lines += ["", f"[lo, hi]: {', '.join(sorted(methods))}."]
-    return "\n".join(lines) + "\n"
+    note = f"\n[lo, hi]: {', '.join(sorted(methods))}.\n" if methods else ""
+    return f"### {title}\n\n" + markdown_table(header, rows) + note
 
 
 def scatter_plot(rows: list[dict], summary: dict, label_name: str, path: Path) -> Path:
@@ -123,4 +123,4 @@ def scatter_plot(rows: list[dict], summary: dict, label_name: str, path: Path) -
 
 def write_summary(run_dir: Path, summary: dict, config: dict, extra: dict) -> None:
     payload = {"config": config, **extra, "metrics": summary}
-    (Path(run_dir) / "summary.json").write_text(json.dumps(payload, indent=2, default=str))
+    atomic_write_text(Path(run_dir) / "summary.json", json.dumps(payload, indent=2, default=str))

@@ -9,7 +9,7 @@ from zsiqa import create_metric
 from zsiqa.backbones import list_backbones, register_backbone
 from zsiqa.backbones.base import Backbone
 from zsiqa.distances import get_distance
-from zsiqa.heads import (
+from zsiqa.learned_weights import (
     TermWeights,
     TrainedMetric,
     backbone_fingerprint,

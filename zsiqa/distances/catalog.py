@@ -1,7 +1,6 @@
 """Registers the ZS-IQA distance heads: paper heads reproduce the official code, quirks included; fixes sit beside."""
 from __future__ import annotations
 
-from . import DistanceHead, register_distance
 from .basic import (
     cos,
     cos_channel,
@@ -15,6 +14,7 @@ from .basic import (
     l2_layer_terms,
 )
 from .distribution import jsd, skld, swd, swd_fixed, wsd
+from .registry import DistanceHead, register_distance
 
 for _head in (
     DistanceHead(

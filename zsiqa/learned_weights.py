@@ -1,4 +1,4 @@
-"""Learned heads: non-negative weights on a metric's per-layer (and per-channel) distance terms.
+"""Learned weights: non-negative weights on a metric's per-layer (and per-channel) distance terms.
 
 The zero-shot l2 / cos score is the sum of its per-layer terms. A head scores ``sum_l w_l * t_l`` (per-layer) or
 ``sum_l w_l * sum_c v_lc * t_lc`` (per-channel, LPIPS-style non-negative 1x1 weights on the channel terms). Every
@@ -8,13 +8,14 @@ reproduces the zero-shot score (the paper's plain sum over layers).
 A head record holds the weights and the config that rebuilds the metric (backbone name and weights fingerprint,
 distance, preset, options): kilobytes, never the backbone. ``train.py`` writes it as ``head.pt`` and inside its
 Lightning checkpoints; ``create_metric(head=PATH)`` and ``evaluate.py head=PATH`` read either.
+The parameter-free distance heads whose terms these weights re-weigh are in ``zsiqa.distances``.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -22,7 +23,9 @@ from torch import nn
 from .backbones import Backbone, create_backbone
 from .distances import DistanceHead, get_distance
 from .errors import ConfigError, InputError, MissingFileError
-from .metric import Features, FRMetric, resolve_distance
+from .files import atomic_write
+from .metric import Features, FRMetric
+from .presets import resolve_distance
 
 HEAD_FORMAT = 1
 CHECKPOINT_KEY = "zsiqa_head"  # where train.py's Lightning checkpoints keep the head record
@@ -133,12 +136,7 @@ def head_record(config: dict, weights: TermWeights) -> dict:
 
 def save_head(path: str | os.PathLike, record: dict) -> Path:
     """Write a head record (from ``head_record``) to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(record, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(record, tmp))
 
 
 def read_head(path: str | os.PathLike) -> tuple[TermWeights, dict]:

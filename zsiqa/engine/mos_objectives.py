@@ -1,4 +1,5 @@
-"""Losses for learning from subjective scores (MOS / DMOS) within a batch of pairs.
+"""MOS objectives: losses for fitting learned weights to subjective scores (MOS / DMOS) within a batch of pairs
+(image-space perceptual losses such as DeepSSIM are in ``zsiqa.losses``).
 
 Every loss takes ``quality`` (predicted, higher = better: the metric's sign already applied) and ``target`` (the
 label, higher = better: the dataset's direction already applied), both ``[B]``. Predictions are standardised within
@@ -7,9 +8,11 @@ magnitudes differ by orders (l2 on ViT tokens vs cos), and only the relative lay
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
+
+from ..registry import Registry
 
 EPS = 1e-8
 SOFT_RANK_TEMPERATURE = 0.1  # on standardised scores: pairs closer than ~0.1 std count as half-ordered
@@ -68,15 +71,12 @@ def srcc_loss(quality: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (1 - _pearson(soft, _ranks(target).to(z.dtype))) / 2
 
 
-LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "fidelity": fidelity_loss,
-    "plcc": plcc_loss,
-    "srcc": srcc_loss,
-}
+MOS_LOSSES: Registry[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = Registry("loss")
+MOS_LOSSES.register("fidelity", fidelity_loss)
+MOS_LOSSES.register("plcc", plcc_loss)
+MOS_LOSSES.register("srcc", srcc_loss)
 
 
 def get_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
-    return LOSSES[name]
+    return MOS_LOSSES.get(name)
 

@@ -1,0 +1,49 @@
+"""``create_metric``: a metric from names (timm's ``create_model`` for FR-IQA), or from a learned head file."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .backbones import create_backbone
+from .distances import get_distance
+from .errors import ConfigError
+from .learned_weights import create_head_metric
+from .losses import PerceptualLoss
+from .metric import FRMetric
+from .presets import resolve_distance
+
+
+def create_metric(
+    backbone: str | None = None,
+    distance: str | None = None,
+    pretrained: bool = True,
+    weights: str | None = None,
+    device: str | torch.device | None = None,
+    preset: str | None = None,
+    head: str | os.PathLike | None = None,
+    as_loss: bool = False,
+    **options,
+) -> FRMetric | PerceptualLoss:
+    """Build a metric: ``create_metric("dino_vitb16", "wsd")(ref, dis)``.
+
+    distance: default "l2". pretrained / weights: see ``zsiqa.backbones.create_backbone``. preset: "paper" (default;
+    bit-faithful to the official code) or "fixed" (its bugs fixed). options: normalize, precision, stride,
+    max_windows_per_batch, align, exif ("auto" | "apply" | "ignore": EXIF orientation of image files; auto = ignore
+    under preset paper, as the official code, apply under fixed). head: a head checkpoint from train.py (``head.pt``):
+    its stored config decides backbone, distance, preset, normalize and stride; any of them given explicitly must agree
+    with it. as_loss: return ``zsiqa.losses.PerceptualLoss`` around the metric (differentiable, ``loss(dis, ref)``).
+    """
+    if head is not None:
+        metric = create_head_metric(head, backbone, distance, preset, pretrained=pretrained, weights=weights, **options)
+    else:
+        if backbone is None:
+            raise ConfigError("create_metric needs a backbone name (see zsiqa.list_backbones()) or head=<train.py head.pt>")
+        preset = "paper" if preset is None else preset
+        distance = resolve_distance("l2" if distance is None else distance, preset)
+        metric = FRMetric(create_backbone(backbone, pretrained=pretrained, weights=weights), get_distance(distance),
+                          preset=preset, **options)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    metric = metric.to(device).eval()
+    return PerceptualLoss(metric) if as_loss else metric

@@ -1,0 +1,84 @@
+"""What a training run reports: per-pair scores (CSV), the learned layer weights (plot), the zero-shot vs trained
+table of the test datasets (Markdown), and the same to W&B."""
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from ..data import PairItem
+from ..files import atomic_write
+from .markdown import markdown_table
+
+
+def write_score_rows(items: Sequence[PairItem], positions: torch.Tensor, labels: torch.Tensor, zero_shot: torch.Tensor,
+                     trained: torch.Tensor, path: Path) -> Path:
+    """``index, ref_id, dist_type, label, zero_shot, trained`` per pair."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["index", "ref_id", "dist_type", "label", "zero_shot", "trained"])
+            for p, y, z, t in zip(positions.tolist(), labels.tolist(), zero_shot.tolist(), trained.tolist()):
+                w.writerow([items[p].index, items[p].ref_id, items[p].dist_type, repr(y), repr(z), repr(t)])
+
+    return atomic_write(path, write)
+
+
+def weights_plot(weights: list[float], share: list[float], title: str, path: Path) -> Path:
+    """Bars of the learned layer weights (against the zero-shot 1) and of each layer's share of the trained score."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 0.5 * len(weights) + 4), 3.2))
+    layers = list(range(len(weights)))
+    axes[0].bar(layers, weights)
+    axes[0].axhline(1.0, color="C3", lw=1, ls="--", label="zero-shot (1)")
+    axes[0].set_title("learned layer weight", fontsize=9)
+    axes[0].legend(fontsize=8)
+    axes[1].bar(layers, share, color="C2")
+    axes[1].set_title("share of the trained score (training pairs)", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("layer")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def cross_dataset_table(test: dict) -> str:
+    """One row per test dataset: n, zero-shot and trained SRCC / PLCC (in-domain sets flagged)."""
+    rows = []
+    for name, r in test.items():
+        note = " (in-domain: includes the training pairs)" if r["in_domain"] else ""
+        z, t = r["zero_shot"], r["trained"]
+        rows.append([f"{name}{note}", t["n"], *(f"{v:.4f}" for v in (z["srcc"], z["plcc"], t["srcc"], t["plcc"]))])
+    header = ["dataset", "n", "zero-shot SRCC", "zero-shot PLCC", "trained SRCC", "trained PLCC"]
+    return markdown_table(header, rows)
+
+
+
+def log_wandb_final(logger, summary: dict, plot: Path) -> None:
+    """Layer weights as a bar chart, the cross-dataset table and summary values, then close the W&B run."""
+    import wandb
+
+    weights = summary["layer_weights"]
+    bars = wandb.Table(data=[[f"layer {i}", w] for i, w in enumerate(weights)], columns=["layer", "weight"])
+    logger.experiment.log({"layer_weights": wandb.plot.bar(bars, "layer", "weight", title="learned layer weights"),
+                           "layer_weights_plot": wandb.Image(str(plot))})
+    columns = ["dataset", "n", "in_domain", "srcc_zero_shot", "plcc_zero_shot", "srcc", "plcc"]
+    rows = [[name, r["trained"]["n"], r["in_domain"], r["zero_shot"]["srcc"], r["zero_shot"]["plcc"],
+             r["trained"]["srcc"], r["trained"]["plcc"]] for name, r in summary["test"].items()]
+    logger.log_table(key="cross_dataset", columns=columns, data=rows)
+    values = {"best/epoch": summary["best_epoch"], "best/val_srcc": summary["trained"]["srcc"],
+              "best/val_plcc": summary["trained"]["plcc"], "best/val_srcc_zero_shot": summary["zero_shot"]["srcc"]}
+    for name, r in summary["test"].items():
+        for k in ("srcc", "plcc"):
+            values[f"test/{name}/{k}"] = r["trained"][k]
+            values[f"test/{name}/{k}_zero_shot"] = r["zero_shot"][k]
+    logger.experiment.summary.update(values)
+    logger.experiment.finish()
