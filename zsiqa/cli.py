@@ -1,4 +1,4 @@
-"""`zsiqa` command line: score one pair, list what is registered, pre-fetch weights."""
+"""`zsiqa` command line: score one pair, list what is registered, pre-fetch weights, gather a sweep."""
 from __future__ import annotations
 
 import argparse
@@ -42,6 +42,14 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gather(args: argparse.Namespace) -> int:
+    from .reporting.sweep import gather
+
+    path, text = gather(args.folder)
+    print(f"{text}-> {path} and {path.with_suffix('.csv')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zsiqa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     dl = sub.add_parser("download", help="pre-fetch backbone weights into the cache (for offline GPU nodes)")
     dl.add_argument("backbones", nargs="+")
     dl.set_defaults(func=_download)
+
+    gather = sub.add_parser("gather", help="gather a sweep's summary.json files into grid.md and grid.csv")
+    gather.add_argument("folder", help="a sweep folder (<run.out>/multirun/<time>) or any folder of run folders")
+    gather.set_defaults(func=_gather)
     return parser
 
 

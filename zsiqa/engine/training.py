@@ -8,12 +8,10 @@ runs on that small table, so epochs take milliseconds and never call the backbon
 """
 from __future__ import annotations
 
-import copy
 import csv
 import hashlib
 import importlib
 import inspect
-import itertools
 import json
 import os
 import re
@@ -28,6 +26,7 @@ from typing import Callable, Sequence
 import lightning as L
 import torch
 import yaml
+from omegaconf import OmegaConf
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, Sampler, TensorDataset
@@ -35,7 +34,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..backbones import Backbone, create_backbone
-from ..config import CONFIG_DIR, resolve_group
+from ..config import dataset_config, to_container, transform_label
 from ..data import DATASETS, PairDataset, PairItem
 from ..data.datamodule import FRDataModule, collate_pairs, reference_groups
 from ..distances import DistanceHead, get_distance
@@ -43,15 +42,14 @@ from ..heads import CHECKPOINT_KEY, Terms, TermWeights, backbone_fingerprint, he
 from ..metric import FRMetric, align_pair, resolve_distance
 from ..stats import IndexedScores, correlations
 from .losses_mos import get_loss
-from .runner import align_policy, data_root, make_datamodule, transform_label
+from .runner import align_policy, data_root, make_datamodule
 
 CACHE_FORMAT = 1
 # Modules whose code computes the terms (besides the backbone's own module): a change to any of them changes the
 # cache key, so no table computed by older code is read.
 TERMS_CODE = ("zsiqa.windows", "zsiqa.metric", "zsiqa.io", "zsiqa.transforms", "zsiqa.distances.basic")
 # Config keys that determine a training run: a run folder with checkpoints of other values cannot be resumed.
-TRAIN_KEYS = ("backbone", "distance", "preset", "head", "loss", "data", "transform", "split", "optim")
-SWEEP_KEYS = ("distance", "head", "loss")  # lists in these keys make a grid of runs, like the config groups
+TRAIN_KEYS = ("backbone", "distance", "preset", "head_type", "loss", "data", "transform", "split", "optim")
 HEADS = ("layer", "channel")
 
 
@@ -300,26 +298,14 @@ class HeadTrainingModule(L.LightningModule):
 # --------------------------------------------------------------------------------------------------------- runs
 
 
-def expand_sweep(cells: list[dict]) -> list[dict]:
-    """One config per combination of the list-valued ``SWEEP_KEYS`` (e.g. ``loss=fidelity,plcc`` -> two runs)."""
-    out = []
-    for cfg in cells:
-        axes = [cfg[k] if isinstance(cfg[k], list) else [cfg[k]] for k in SWEEP_KEYS]
-        for combo in itertools.product(*axes):
-            cell = copy.deepcopy(cfg)
-            cell.update(zip(SWEEP_KEYS, combo))
-            out.append(cell)
-    return out
-
-
 def train_dir_for(cfg: dict) -> Path:
-    """``<out>/<data>/<backbone>_<distance>_<preset>_<head>_<loss>[_<transform>]_<hash of split + optim>``."""
+    """``<out>/<data>/<backbone>_<distance>_<preset>_<head_type>_<loss>[_<transform>]_<hash of split + optim>``."""
     run = cfg["run"]
     if run.get("name"):
         return Path(run["out"]) / run["name"]
     tlabel = transform_label(cfg["transform"])
-    settings = hashlib.sha256(json.dumps([cfg["split"], cfg["optim"]], sort_keys=True).encode()).hexdigest()[:6]
-    name = "_".join([cfg["backbone"]["name"], cfg["distance"], cfg["preset"], cfg["head"], cfg["loss"]]
+    settings = hashlib.sha256(json.dumps(to_container([cfg["split"], cfg["optim"]]), sort_keys=True).encode()).hexdigest()[:6]
+    name = "_".join([cfg["backbone"]["name"], cfg["distance"], cfg["preset"], cfg["head_type"], cfg["loss"]]
                     + ([tlabel] if tlabel != "none" else []) + [settings])
     return Path(run["out"]) / cfg["data"]["name"] / re.sub(r"[^A-Za-z0-9_.@-]+", "-", name)
 
@@ -352,7 +338,8 @@ def _prepare_run_dir(run_dir: Path, cfg: dict) -> None:
     saved = run_dir / "config.yaml"
     if ckpt_dir.exists() and saved.exists():
         old = yaml.safe_load(saved.read_text())
-        diff = [k for k in TRAIN_KEYS if old.get(k) != cfg.get(k)]
+        now = to_container(cfg)
+        diff = [k for k in TRAIN_KEYS if old.get(k) != now.get(k)]
         if diff:
             raise ValueError(f"{run_dir} holds checkpoints of a different configuration ({', '.join(diff)} differ); "
                              "set run.name=<new folder> or run.resume=false, or delete the folder")
@@ -375,7 +362,7 @@ def _save_run_settings(run_dir: Path, cfg: dict, metric: FRMetric, fingerprint: 
             raise ValueError(f"{run_dir} holds checkpoints trained on other terms: {'; '.join(diff)} differ ({path}); "
                              "set run.name=<new folder> or run.resume=false, or delete the folder")
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(to_container(cfg)))
     path.write_text(json.dumps(record, indent=1))
 
 
@@ -395,9 +382,9 @@ def _logger(cfg: dict, run_dir: Path):
         raise ValueError(f"logger={cfg['logger']['name']}: choose csv or wandb")
     from ..reporting.wandb_log import make_logger
 
-    tags = [cfg["backbone"]["name"], cfg["data"]["name"], cfg["preset"], cfg["distance"], f"head-{cfg['head']}",
+    tags = [cfg["backbone"]["name"], cfg["data"]["name"], cfg["preset"], cfg["distance"], f"head-{cfg['head_type']}",
             f"loss-{cfg['loss']}", "trained"]
-    name = f"{cfg['backbone']['name']}/{cfg['data']['name']}/{cfg['distance']}-{cfg['head']}-{cfg['loss']}"
+    name = f"{cfg['backbone']['name']}/{cfg['data']['name']}/{cfg['distance']}-{cfg['head_type']}-{cfg['loss']}"
     return make_logger(cfg, run_dir, "train", name, tags)
 
 
@@ -494,27 +481,23 @@ def _log_wandb_final(logger, summary: dict, plot: Path) -> None:
     logger.experiment.finish()
 
 
-def _test_data(entry: str | dict) -> dict:
-    """A test dataset: a name from configs/data/ (root from $ZSIQA_DATA) or a mapping like the ``data`` group."""
-    return resolve_group("data", entry, CONFIG_DIR)
-
-
 def train_run(cfg: dict, callbacks: Sequence[L.Callback] = ()) -> dict:
     """One training run: terms (cached), split by reference, fit with early stopping (resuming from the last
     checkpoint), then export ``head.pt`` and evaluate zero-shot vs trained on validation and the test datasets."""
     run, optim = cfg["run"], cfg["optim"]
-    if cfg["head"] not in HEADS:
-        raise ValueError(f"head={cfg['head']!r}: choose layer (one weight per layer) or channel (also one per channel)")
+    if cfg["head_type"] not in HEADS:
+        raise ValueError(f"head_type={cfg['head_type']!r}: choose layer (one weight per layer) or channel (also one per "
+                         "channel)")
     get_loss(cfg["loss"])
     if optim["max_epochs"] < 1:
         raise ValueError(f"optim.max_epochs must be >= 1, got {optim['max_epochs']}")
     start = time.perf_counter()
-    tests = [_test_data(entry) for entry in cfg.get("test") or []]
+    tests = [dataset_config(entry) for entry in cfg.get("test") or []]
     for data in tests:
         data_root(data)  # a test set without a root fails now, not after training
     run_dir = train_dir_for(cfg)
     _prepare_run_dir(run_dir, cfg)
-    channels = cfg["head"] == "channel"
+    channels = cfg["head_type"] == "channel"
 
     bcfg = cfg["backbone"]
     backbone = create_backbone(bcfg["name"], pretrained=bcfg.get("pretrained", True), weights=bcfg.get("weights"))
@@ -533,7 +516,7 @@ def train_run(cfg: dict, callbacks: Sequence[L.Callback] = ()) -> dict:
     train_set, val_set = (table.rows(train_pos), labels[train_pos]), (table.rows(val_pos), labels[val_pos])
     zero_val = val_set[0].layer.sum(1)
     zero_shot = correlations(zero_val, val_set[1], metric.lower_better, label_lower_better)
-    print(f"{bcfg['name']} {metric.distance.name} ({cfg['preset']}, {cfg['head']} weights, {cfg['loss']} loss) on "
+    print(f"{bcfg['name']} {metric.distance.name} ({cfg['preset']}, {cfg['head_type']} weights, {cfg['loss']} loss) on "
           f"{cfg['data']['name']}: {len(train_pos)} train / {len(val_pos)} val pairs ({len(split['train'])} / "
           f"{len(split['val'])} references); zero-shot val SRCC {zero_shot['srcc']:.4f}  PLCC {zero_shot['plcc']:.4f}")
 
@@ -592,7 +575,7 @@ def train_run(cfg: dict, callbacks: Sequence[L.Callback] = ()) -> dict:
 
     weights = head.effective_layer_weights().tolist()
     summary = {
-        "config": cfg, "run_dir": str(run_dir), "head": str(head_file), "best_epoch": best_epoch,
+        "config": to_container(cfg), "run_dir": str(run_dir), "head": str(head_file), "best_epoch": best_epoch,
         "zero_shot": zero_shot, "trained": trained, "layer_weights": weights,
         "layer_share": (share / share.sum()).tolist(), "test": test, "terms": source.log,
         "n_train": len(train_pos), "n_val": len(val_pos), "seconds": round(time.perf_counter() - start, 3),
@@ -608,11 +591,6 @@ def train_run(cfg: dict, callbacks: Sequence[L.Callback] = ()) -> dict:
     print("layer weights: " + " ".join(f"{w:.3g}" for w in weights))
     if test:
         print(_test_table(test), end="")
-    print(f"head -> {head_file}\n  python evaluate.py backbone={bcfg['name']} distance={cfg['distance']} "
+    print(f"head -> {head_file}\n  python evaluate.py backbone.name={bcfg['name']} distance=[{cfg['distance']}] "
           f"preset={cfg['preset']} head={head_file}")
     return summary
-
-
-def train_grid(cells: list[dict]) -> list[dict]:
-    """Every run of a grid (config groups x list-valued ``distance`` / ``head`` / ``loss``), one after another."""
-    return [train_run(cfg) for cfg in expand_sweep(cells)]

@@ -1,0 +1,46 @@
+"""What evaluate.py and train.py share around Hydra: quiet library start-up and one job's error boundary."""
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Callable
+
+from omegaconf import DictConfig
+
+from .errors import run_entry_point
+
+
+class _NoTips(logging.Filter):
+    """Drops Lightning's promotional "💡 Tip: ... litlogger / litmodels" lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def quiet_libraries() -> None:
+    """Silence library chatter that is no use to our users: Lightning's tips and the pytree deprecation warning."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
+    warnings.filterwarnings("ignore", message=r".*_register_pytree_node.*", category=FutureWarning)
+
+
+def run_task(task: Callable[[DictConfig], dict | None], cfg: DictConfig, prog: str) -> None:
+    """Run one job of a Hydra app: an expected error prints one line and exits with its code. In a sweep, the job's
+    folder gets a link ``run`` to its run folder (what ``zsiqa gather`` follows)."""
+    quiet_libraries()  # again: a sweep job may run in a fresh process
+    code = run_entry_point(lambda: _run(task, cfg), prog)
+    if code:
+        sys.exit(code)
+
+
+def _run(task: Callable[[DictConfig], dict | None], cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    summary = task(cfg)
+    hydra_cfg = HydraConfig.get()
+    if summary is not None and hydra_cfg.mode == RunMode.MULTIRUN:
+        link = Path(hydra_cfg.runtime.output_dir) / "run"
+        link.unlink(missing_ok=True)
+        link.symlink_to(Path(summary["run_dir"]).resolve(), target_is_directory=True)
