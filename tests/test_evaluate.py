@@ -105,7 +105,7 @@ def test_different_settings_get_their_own_folder_and_the_same_command_resumes(tm
     assert len({first["run_dir"], other["run_dir"], aligned["run_dir"]}) == 3
     again = run_cell(cell(tmp_path, demo_root, "data.limit=4"))
     assert again["run_dir"] == first["run_dir"] and again["pairs_scored_now"] == 0
-    assert again["metrics"] == first["metrics"]
+    assert {k: m["srcc"] for k, m in again["metrics"].items()} == {k: m["srcc"] for k, m in first["metrics"].items()}
 
 
 def test_geometric_suite_cells_gather_into_one_table(tmp_path, demo_root):

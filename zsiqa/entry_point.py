@@ -20,9 +20,10 @@ class _NoTips(logging.Filter):
 
 
 def quiet_libraries() -> None:
-    """Silence library chatter that is no use to our users: Lightning's tips and the pytree deprecation warning."""
+    """Silence library chatter that is no use to our users: Lightning's tips and torch's pytree deprecation warning,
+    which Lightning's own code triggers."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
-    warnings.filterwarnings("ignore", message=r".*_register_pytree_node.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 
 def run_task(task: Callable[[DictConfig], dict | None], cfg: DictConfig, prog: str) -> None:

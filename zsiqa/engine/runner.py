@@ -18,10 +18,10 @@ from ..baselines import get_baseline
 from ..config import to_container, transform_label
 from ..data.datamodule import FRDataModule
 from ..distances import get_distance
+from ..errors import MissingFileError
 from ..metric import FRMetric, resolve_distance
 from ..reporting.results import ITEM_COLUMNS, merge_parts, read_rows
 from ..reporting.summary import markdown_table, scatter_plot, summarize, write_summary
-from ..errors import MissingFileError
 from ..transforms import TRANSFORMS, make_transform
 from .evaluation import EvaluationModule, PairProgress
 

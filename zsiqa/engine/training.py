@@ -26,9 +26,9 @@ from typing import Callable, Sequence
 import lightning as L
 import torch
 import yaml
-from omegaconf import OmegaConf
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 from tqdm.auto import tqdm
 
@@ -38,7 +38,16 @@ from ..config import dataset_config, to_container, transform_label
 from ..data import DATASETS, PairDataset, PairItem
 from ..data.datamodule import FRDataModule, collate_pairs, reference_groups
 from ..distances import DistanceHead, get_distance
-from ..heads import CHECKPOINT_KEY, Terms, TermWeights, backbone_fingerprint, head_config, head_record, read_head, save_head
+from ..heads import (
+    CHECKPOINT_KEY,
+    Terms,
+    TermWeights,
+    backbone_fingerprint,
+    head_config,
+    head_record,
+    read_head,
+    save_head,
+)
 from ..metric import FRMetric, align_pair, resolve_distance
 from ..stats import IndexedScores, correlations
 from .losses_mos import get_loss
