@@ -77,6 +77,7 @@ def test_experiments_merge_deeply_and_sweep_with_multirun():
     ("evaluate", ["transform=trax"], "transform=trax: no such option (did you mean tra?); choose one of crop,"),
     ("evaluate", ["backbone=dino_vitb17"], "no such option (did you mean dino_vitb16?)"),
     ("evaluate", ["distance=[foo]"], "distance: unknown distance 'foo'; available:"),
+    ("evaluate", ["distance=[l2"], "distance=[l2: not a key=value override"),
     ("evaluate", ["distance=l2,cos"], "a comma list is a sweep: add -m to run one job per value, or write distance=[l2,cos]"),
     ("evaluate", ["baselines=[psnrr]"], "unknown baseline 'psnrr' (did you mean psnr?)"),
     ("evaluate", ["preset=fix"], "preset=fix: choose one of paper, fixed (did you mean fixed?)"),
@@ -132,3 +133,15 @@ def test_help_lists_groups_and_options(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "python evaluate.py [-m] [key=value ...]" in out and "distance=[l2,cos,...]" in out
     assert "backbone: clip_rn50, clip_vitb32" in out and "experiment: geometric_suite, paper_table2" in out
+
+
+def test_entry_points_drop_lightning_tips(caplog):
+    from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+    from zsiqa.entry_point import quiet_libraries
+
+    quiet_libraries()
+    with caplog.at_level("INFO"):
+        rank_zero_info("💡 Tip: For seamless cloud logging, try installing litlogger")
+        rank_zero_info("GPU available: False, used: False")
+    assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]

@@ -10,7 +10,6 @@ Hydra's and OmegaConf's errors into one ``ConfigError`` line with the valid keys
 from __future__ import annotations
 
 import difflib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
@@ -205,16 +204,18 @@ def check_command_line(entry: str, argv: list[str]) -> None:
     if any(a.startswith("-") and a not in HYDRA_FLAGS for a in argv):
         return  # --help, --cfg, --info ...: Hydra's own business
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
 
     multirun = any(a in HYDRA_FLAGS for a in argv)
     args = [a for a in argv if a not in HYDRA_FLAGS]
     parser = OverridesParser.create()
-    try:
-        overrides = parser.parse_overrides(args)
-    except OmegaConfBaseException as e:
-        raise ConfigError(_one_line(e)) from e
-    except Exception as e:  # hydra.errors.OverrideParseException
-        raise ConfigError(f"cannot read the command line: {_one_line(e)}") from e
+    overrides = []
+    for arg in args:
+        try:
+            overrides += parser.parse_overrides([arg])
+        except OverrideParseException as e:
+            raise ConfigError(f"{arg}: not a key=value override ({_one_line(e)}); e.g. run.batch_size=32, "
+                              "distance=[l2,cos], -m transform=none,tra") from None
     sweeps = [o for o in overrides if o.is_sweep_override()]
     if sweeps and not multirun:
         o = sweeps[0]
@@ -400,7 +401,3 @@ def _one_line(e: BaseException, outer: BaseException | None = None) -> str:
             return f"{first.removeprefix('Error merging override ')}: {text}"
     return f"{full_key}: {text}" if full_key and full_key not in text else text
 
-
-def data_home() -> str:
-    """``$ZSIQA_DATA``, the folder that holds the datasets (``./data`` when unset), as the data configs resolve it."""
-    return os.environ.get("ZSIQA_DATA", "data")

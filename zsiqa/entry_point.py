@@ -1,9 +1,8 @@
-"""What evaluate.py and train.py share around Hydra: quiet library start-up and one job's error boundary."""
+"""What evaluate.py and train.py share around Hydra: no library tips, and one job's error boundary."""
 from __future__ import annotations
 
 import logging
 import sys
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -19,11 +18,12 @@ class _NoTips(logging.Filter):
         return not str(record.msg).startswith("💡 Tip")
 
 
+_NO_TIPS = _NoTips()
+
 def quiet_libraries() -> None:
-    """Silence library chatter that is no use to our users: Lightning's tips and torch's pytree deprecation warning,
-    which Lightning's own code triggers."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    """Drop Lightning's promotional tips (the pytree deprecation warning is silenced where the engine imports
+    Lightning, ``zsiqa/engine/__init__.py``)."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NO_TIPS)
 
 
 def run_task(task: Callable[[DictConfig], dict | None], cfg: DictConfig, prog: str) -> None:
