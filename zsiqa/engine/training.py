@@ -313,7 +313,8 @@ def train_dir_for(cfg: dict) -> Path:
     if run.get("name"):
         return Path(run["out"]) / run["name"]
     tlabel = transform_label(cfg["transform"])
-    settings = hashlib.sha256(json.dumps(to_container([cfg["split"], cfg["optim"]]), sort_keys=True).encode()).hexdigest()[:6]
+    split_optim = [to_container(cfg["split"]), to_container(cfg["optim"])]
+    settings = hashlib.sha256(json.dumps(split_optim, sort_keys=True).encode()).hexdigest()[:6]
     name = "_".join([cfg["backbone"]["name"], cfg["distance"], cfg["preset"], cfg["head_type"], cfg["loss"]]
                     + ([tlabel] if tlabel != "none" else []) + [settings])
     return Path(run["out"]) / cfg["data"]["name"] / re.sub(r"[^A-Za-z0-9_.@-]+", "-", name)
