@@ -261,13 +261,13 @@ def validate(entry: str, cfg: DictConfig) -> None:
         if value != "<absent>" and value not in allowed:
             shown = ", ".join("null" if a is None else a for a in allowed)
             raise ConfigError(f"{key}={value}: choose one of {shown}{_did_you_mean(str(value), allowed)}")
-    if ":" not in cfg.backbone.name:
+    if ":" not in cfg.backbone.name:  # timm:... / open_clip:... names are checked when the backbone is built
         from .backbones import list_backbones
 
-        if cfg.backbone.name not in list_backbones():
-            raise ConfigError(f"backbone={cfg.backbone.name}: unknown backbone{_did_you_mean(cfg.backbone.name, list_backbones())}"
-                              f"; registered: {', '.join(list_backbones())}, or backbone.name=timm:<model> / "
-                              "open_clip:<arch>:<tag>")
+        names = list_backbones()
+        if cfg.backbone.name not in names:
+            raise ConfigError(f"backbone.name={cfg.backbone.name}: unknown backbone{_did_you_mean(cfg.backbone.name, names)}; "
+                              f"registered: {', '.join(names)}, or timm:<model> / open_clip:<arch>:<tag>")
     if cfg.data.name not in DATASETS:
         raise ConfigError(f"data.name={cfg.data.name}: unknown dataset; choose one of {', '.join(sorted(DATASETS))}")
     distances = cfg.distance if entry == "evaluate" else [cfg.distance]
@@ -359,7 +359,7 @@ def _check_keys(cfg: DictConfig, overrides: list) -> None:
                 valid = sorted(str(k) for k in node.keys() if k != "hydra")
                 where = f"valid keys of {section}" if section else "valid keys"
                 raise ConfigError(f"{o.input_line}: unknown key {key}{_did_you_mean(key, flat)}; {where}: {', '.join(valid)}")
-            node = node._get_node(part)
+            node = None if OmegaConf.is_missing(node, part) else node[part]
 
 
 def _leaf_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
@@ -367,7 +367,7 @@ def _leaf_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     for k in cfg.keys():
         if k == "hydra":
             continue
-        node = cfg._get_node(k)
+        node = None if OmegaConf.is_missing(cfg, k) else cfg[k]
         keys += _leaf_keys(node, f"{prefix}{k}.") if isinstance(node, DictConfig) else [f"{prefix}{k}"]
     return keys
 
