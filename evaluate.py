@@ -11,9 +11,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from zsiqa.config import CONFIG_DIR, check_command_line, register_configs, validate
-from zsiqa.entry_point import quiet_libraries, run_task
-from zsiqa.errors import run_entry_point
+from zsiqa.config import CONFIG_DIR, validate
+from zsiqa.entry_point import run_app, run_task
 
 PROG = "evaluate.py"
 NEXT_STEPS = """
@@ -38,22 +37,11 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Check the command line (every sweep cell), then let Hydra run it; expected errors exit 2 (config) or 1."""
-    quiet_libraries()
-    code = run_entry_point(lambda: check_command_line("evaluate", argv), PROG)
-    if code:
-        return code
-    register_configs()
-    sys.argv = [sys.argv[0], *argv]
-    try:
-        _hydra_main()
-    except SystemExit as e:  # --help, or a job's expected error (run_task printed it)
-        if e.code:
-            return e.code if isinstance(e.code, int) else 1
-        return 0
-    if not argv:
+    """Run the command line ``argv``; returns the exit code (2: config error)."""
+    code = run_app("evaluate", argv, _hydra_main)
+    if code == 0 and not argv:
         print(NEXT_STEPS)
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""What evaluate.py and train.py share around Hydra: no library tips, and one job's error boundary."""
+"""What evaluate.py and train.py share around Hydra: the command-line check, no library tips, one job's error
+boundary."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +9,7 @@ from typing import Callable
 
 from omegaconf import DictConfig
 
+from .config import check_command_line, register_configs
 from .errors import run_entry_point
 
 
@@ -24,6 +26,23 @@ def quiet_libraries() -> None:
     """Drop Lightning's promotional tips (the pytree deprecation warning is silenced where the engine imports
     Lightning, ``zsiqa/engine/__init__.py``)."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NO_TIPS)
+
+
+def run_app(entry: str, argv: list[str], hydra_main: Callable[[], None]) -> int:
+    """evaluate.py / train.py: check the command line (every cell of a sweep), then let Hydra run it. Returns the
+    exit code: 2 for a config error, 1 for another expected error (one line each), 0 otherwise."""
+    prog = f"{entry}.py"
+    quiet_libraries()
+    code = run_entry_point(lambda: check_command_line(entry, argv), prog)
+    if code:
+        return code
+    register_configs()
+    sys.argv = [sys.argv[0], *argv]  # what hydra.main reads
+    try:
+        hydra_main()
+    except SystemExit as e:  # --help, or a job's expected error (run_task printed it)
+        return e.code if isinstance(e.code, int) else 1
+    return 0
 
 
 def run_task(task: Callable[[DictConfig], dict | None], cfg: DictConfig, prog: str) -> None:
