@@ -53,7 +53,10 @@ def test_dataset_roots_come_from_zsiqa_data(monkeypatch):
     assert compose_config("evaluate", ["data=live"]).data.label == "dmos_realigned"
 
 
-def test_experiments_merge_deeply_and_sweep_with_multirun():
+def test_experiments_merge_deeply_and_sweep_with_multirun(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZSIQA_DATA", str(tmp_path))
+    for folder in ("PIPAL", "databaserelease2", "tid2013"):
+        (tmp_path / folder).mkdir()
     cfg = compose_config("train", ["experiment=train_kadid_sweep"])
     assert cfg.optim.lr == 0.05 and cfg.optim.weight_decay == 0.0  # weight_decay kept from train.yaml
     assert cfg.logger.name == "wandb" and cfg.logger.project == "zsiqa" and cfg.logger.group == "train_kadid_sweep"
@@ -64,6 +67,9 @@ def test_experiments_merge_deeply_and_sweep_with_multirun():
     check_command_line("evaluate", ["-m", "experiment=geometric_suite"])
     with pytest.raises(ConfigError, match="experiment=paper_table3 is a sweep over backbone, transform: add -m"):
         check_command_line("evaluate", ["experiment=paper_table3"])
+    (tmp_path / "PIPAL").rmdir()  # a missing dataset folder stops a sweep before any job starts
+    with pytest.raises(MissingFileError, match="data=pipal: no dataset folder .*PIPAL"):
+        check_command_line("evaluate", ["-m", "experiment=paper_table3"])
 
 
 @pytest.mark.parametrize("entry, args, message", [

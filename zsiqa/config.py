@@ -231,7 +231,7 @@ def check_command_line(entry: str, argv: list[str]) -> None:
         raise ConfigError(f"experiment={base.hydra.runtime.choices.get('experiment')} is a sweep over "
                           f"{', '.join(base.hydra.sweeper.params)}: add -m")
     if not multirun:
-        validate(entry, _without_hydra(base))
+        _check_cell(entry, _without_hydra(base))
         return
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
@@ -240,12 +240,21 @@ def check_command_line(entry: str, argv: list[str]) -> None:
         cfg = _compose(entry, cell)
         launcher = cfg.hydra.launcher.get("_target_", "")
         cfg = _without_hydra(cfg)
-        validate(entry, cfg)
+        _check_cell(entry, cfg)
         if cfg.run.devices > 1 and not launcher.endswith("SlurmLauncher"):
             raise ConfigError(
                 f"run.devices={cfg.run.devices} in a local sweep (-m): Lightning cannot start DDP processes inside a "
                 "Hydra multirun (Lightning #11300); sweep with run.devices=1, run one command per configuration "
                 "for several devices, or use hydra/launcher=slurm (each cell gets run.devices GPUs as tasks)")
+
+
+def _check_cell(entry: str, cfg: DictConfig) -> None:
+    """``validate``, and the dataset folders exist: a missing one fails before any job of a sweep starts."""
+    from .engine.runner import data_root
+
+    validate(entry, cfg)
+    for data in [cfg.data, *(dataset_config(t) for t in cfg.get("test", []))]:
+        data_root(data)
 
 
 def validate(entry: str, cfg: DictConfig) -> None:
