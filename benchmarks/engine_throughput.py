@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from zsiqa import create_metric  # noqa: E402
-from zsiqa.config import load_grid  # noqa: E402
+from zsiqa.config import compose_config  # noqa: E402
 from zsiqa.data import read_dataset  # noqa: E402
 from zsiqa.engine.runner import run_cell  # noqa: E402
 
@@ -59,8 +59,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "PIPAL"
         make_pipal_like(root, args.refs, args.per_ref, args.size)
-        (cfg,) = load_grid("evaluate", [
-            f"backbone={args.backbone}", "backbone.pretrained=false", f"distance={args.distance}", "baselines=[]",
+        cfg = compose_config("evaluate", [
+            f"backbone.name={args.backbone}", "backbone.pretrained=false", f"distance=[{args.distance}]", "baselines=[]",
             "data=pipal", f"data.root={root}", "data.strict=false", f"run.out={tmp}/runs", f"run.batch_size={args.batch_size}",
             "run.num_workers=2", f"run.accelerator={args.accelerator}",
         ])

@@ -1,48 +1,153 @@
+"""The Hydra configs of evaluate.py and train.py: composition, schema, experiments, and one-line errors."""
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from zsiqa.config import load_grid, parse_overrides
+from zsiqa.config import check_command_line, compose_config, dataset_config
+from zsiqa.errors import ConfigError, MissingFileError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def entry_point(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_cli", REPO / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_defaults_resolve_groups():
-    (cfg,) = load_grid("evaluate", [])
-    assert cfg["backbone"]["name"] == "efficientnet_lite0" and cfg["backbone"]["pretrained"] is True
-    assert cfg["data"]["name"] == "demo" and cfg["transform"] == {"name": "none", "amount": 0}
-    assert cfg["distance"] == ["l2", "cos", "skld", "jsd", "wsd"]
+    cfg = compose_config("evaluate")
+    assert cfg.backbone.name == "efficientnet_lite0" and cfg.backbone.pretrained is True
+    assert cfg.data.name == "demo" and cfg.data.root is None and dict(cfg.transform) == {"name": "none", "amount": 0}
+    assert list(cfg.distance) == ["l2", "cos", "skld", "jsd", "wsd"]
+    assert cfg.run.compile is False and cfg.run.batch_windows is None
+    assert cfg.data.on_bad_image == "error" and cfg.data.exif == "auto"
 
 
-def test_grid_lists_and_dotted_overrides():
-    cells = load_grid("evaluate", [
-        "backbone=dino_vitb16,timm:vit_tiny_patch16_224", "data=tid2013", "transform=none,rot,rotate@5",
-        "distance=l2,wsd", "baselines=[]", "data.root=/x/tid", "run.devices=2", "backbone.pretrained=false",
+def test_overrides_lists_dotted_keys_and_any_backbone():
+    cfg = compose_config("evaluate", [
+        "backbone=dino_vitb16", "data=tid2013", "transform=rotate", "transform.amount=5", "distance=[l2,wsd]",
+        "baselines=[]", "data.root=/x/tid", "run.devices=2", "backbone.pretrained=false",
     ])
-    assert len(cells) == 6
-    assert [c["backbone"]["name"] for c in cells[:3]] == ["dino_vitb16"] * 3
-    assert cells[3]["backbone"] == {"name": "timm:vit_tiny_patch16_224", "pretrained": False}
-    assert [c["transform"] for c in cells[:3]] == [{"name": "none", "amount": 0}, {"name": "rot", "amount": 1},
-                                                   {"name": "rotate", "amount": 5}]
-    assert all(c["distance"] == ["l2", "wsd"] and c["baselines"] == [] for c in cells)
-    assert all(c["data"]["root"] == "/x/tid" and c["run"]["devices"] == 2 for c in cells)
+    assert dict(cfg.backbone) == {"name": "dino_vitb16", "pretrained": False, "weights": None}
+    assert dict(cfg.transform) == {"name": "rotate", "amount": 5.0} and list(cfg.distance) == ["l2", "wsd"]
+    assert cfg.baselines == [] and cfg.data.root == "/x/tid" and cfg.run.devices == 2
+    assert compose_config("evaluate", ["backbone.name=open_clip:ViT-B-16:laion2b_s34b_b88k"]).backbone.name == (
+        "open_clip:ViT-B-16:laion2b_s34b_b88k")
+    assert compose_config("evaluate", ["transform=rot"]).transform.amount == 1  # the paper's 1 degree
+    assert dict(compose_config("evaluate", ["transform={name:scale,amount:-50}"]).transform) == {
+        "name": "scale", "amount": -50.0}
 
 
-def test_dotted_comma_list_is_a_grid_axis():
-    cells = load_grid("evaluate", ["transform=rotate", "transform.amount=1,2,4"])
-    assert [c["transform"]["amount"] for c in cells] == [1, 2, 4]
+def test_dataset_roots_come_from_zsiqa_data(monkeypatch):
+    monkeypatch.setenv("ZSIQA_DATA", "/datasets")
+    assert compose_config("evaluate", ["data=live"]).data.root == "/datasets/databaserelease2"
+    assert dataset_config("csiq").root == "/datasets/CSIQ"
+    monkeypatch.delenv("ZSIQA_DATA")
+    assert compose_config("evaluate", ["data=tid2013"]).data.root == "data/tid2013"
+    assert compose_config("evaluate", ["data=live"]).data.label == "dmos_realigned"
 
 
-def test_experiment_preset():
-    cells = load_grid("evaluate", ["experiment=paper_table3", "data.root=/p"])
-    assert len(cells) == 5 * 4 and all(c["data"]["name"] == "pipal" for c in cells)
-    assert {c["transform"]["name"] for c in cells} == {"none", "tra", "sca", "rot"}
+def test_experiments_merge_deeply_and_sweep_with_multirun(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZSIQA_DATA", str(tmp_path))
+    for folder in ("PIPAL", "databaserelease2", "tid2013"):
+        (tmp_path / folder).mkdir()
+    cfg = compose_config("train", ["experiment=train_kadid_sweep"])
+    assert cfg.optim.lr == 0.05 and cfg.optim.weight_decay == 0.0  # weight_decay kept from train.yaml
+    assert cfg.logger.name == "wandb" and cfg.logger.project == "zsiqa" and cfg.logger.group == "train_kadid_sweep"
+    assert cfg.data.name == "kadid10k" and list(cfg.test) == ["tid2013", "live", "csiq", "pipal"]
+    table3 = compose_config("evaluate", ["experiment=paper_table3"])
+    assert table3.data.name == "pipal" and list(table3.baselines) == ["psnr", "ms_ssim"]
+    check_command_line("evaluate", ["-m", "experiment=paper_table3"])  # all 20 cells compose and validate
+    check_command_line("evaluate", ["-m", "experiment=geometric_suite"])
+    with pytest.raises(ConfigError, match="experiment=paper_table3 is a sweep over backbone, transform: add -m"):
+        check_command_line("evaluate", ["experiment=paper_table3"])
+    (tmp_path / "PIPAL").rmdir()  # a missing dataset folder stops a sweep before any job starts
+    with pytest.raises(MissingFileError, match="data=pipal: no dataset folder .*PIPAL"):
+        check_command_line("evaluate", ["-m", "experiment=paper_table3"])
 
 
-def test_clear_errors():
-    with pytest.raises(ValueError, match="key=value"):
-        parse_overrides(["backbone"])
-    with pytest.raises(ValueError, match="unknown option 'bakbone'"):
-        load_grid("evaluate", ["bakbone=x"])
-    with pytest.raises(ValueError, match="data='tid2014'.*choose one of"):
-        load_grid("evaluate", ["data=tid2014"])
-    with pytest.raises(ValueError, match="transform='rotate' needs an amount: transform=rotate@AMOUNT"):
-        load_grid("evaluate", ["transform=rotate"])
-    with pytest.raises(ValueError, match="not a section"):
-        load_grid("evaluate", ["preset.x=1"])
+@pytest.mark.parametrize("entry, args, message", [
+    ("evaluate", ["run.batchsize=4"], "run.batchsize=4: unknown key run.batchsize (did you mean run.batch_size?); "
+                                      "valid keys of run: accelerator, batch_size,"),
+    ("evaluate", ["data.rooot=/x"], "unknown key data.rooot (did you mean data.root?); valid keys of data: exif, label,"),
+    ("evaluate", ["bakbone=x"], "unknown key bakbone"),
+    ("train", ["optim.lrr=1"], "unknown key optim.lrr (did you mean optim.lr?)"),
+    ("evaluate", ["run.batch_size=abc"], "run.batch_size=abc: Value 'abc' of type 'str' could not be converted to Integer"),
+    ("evaluate", ["data=foo"], "data=foo: no such option; choose one of csiq, demo, kadid10k, live, pipal, tid2013"),
+    ("evaluate", ["transform=trax"], "transform=trax: no such option (did you mean tra?); choose one of crop,"),
+    ("evaluate", ["backbone=dino_vitb17"], "no such option (did you mean dino_vitb16?)"),
+    ("evaluate", ["distance=[foo]"], "distance: unknown distance 'foo'; available:"),
+    ("evaluate", ["distance=[l2"], "distance=[l2: not a key=value override"),
+    ("evaluate", ["distance=l2,cos"], "a comma list is a sweep: add -m to run one job per value, or write distance=[l2,cos]"),
+    ("evaluate", ["baselines=[psnrr]"], "unknown baseline 'psnrr' (did you mean psnr?)"),
+    ("evaluate", ["preset=fix"], "preset=fix: choose one of paper, fixed (did you mean fixed?)"),
+    ("evaluate", ["transform=rotate"], "transform=rotate needs an amount: add transform.amount=AMOUNT (unit: degrees"),
+    ("evaluate", ["transform=crop", "transform.amount=200"], "transform.amount=200: transform 'crop': amount 200.0 is"),
+    ("evaluate", ["data.on_bad_image=drop"], "data.on_bad_image=drop: choose one of error, skip"),
+    ("train", ["head_type=rows"], "head_type=rows: choose one of layer, channel"),
+    ("train", ["distance=jsd"], "only l2, cos and cos_channel have"),
+    ("train", ["test=[tid2014]"], "test: unknown dataset 'tid2014' (did you mean tid2013?)"),
+    ("evaluate", ["-m", "transform=none,tra", "run.devices=2"], "run.devices=2 in a local sweep (-m): Lightning cannot"),
+])
+def test_bad_command_lines_are_one_line_config_errors(entry, args, message, capsys):
+    with pytest.raises(ConfigError) as error:
+        check_command_line(entry, args)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert entry_point(entry).main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{entry}.py: error: ") and err.count("\n") == 1 and message in err
+
+
+def test_missing_dataset_root_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ZSIQA_DATA", str(tmp_path))
+    monkeypatch.setattr("sys.argv", ["evaluate.py"])
+    assert entry_point("evaluate").main(["data=tid2013", f"run.out={tmp_path / 'runs'}"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"evaluate.py: error: data=tid2013: no dataset folder {tmp_path / 'tid2013'}; pass data.root=/path/to/" \
+                  "tid2013 or set ZSIQA_DATA to the folder that holds your datasets (default ./data)\n"
+    assert not (tmp_path / "runs").exists()  # nothing written before the run really starts
+
+
+def test_debug_shows_the_traceback(monkeypatch):
+    monkeypatch.setenv("ZSIQA_DEBUG", "1")
+    with pytest.raises(ConfigError, match="unknown key run.batchsize"):
+        entry_point("evaluate").main(["run.batchsize=4"])
+    monkeypatch.delenv("ZSIQA_DEBUG")
+    with pytest.raises(MissingFileError, match="no such file"):
+        compose_config("evaluate", ["head=/no/head.pt"])
+
+
+def test_command_line_errors_exit_2_with_one_line_and_no_traceback():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
+    for entry, arg in (("evaluate", "run.batchsize=4"), ("train", "data=foo")):
+        proc = subprocess.run([sys.executable, f"{entry}.py", arg], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+        assert proc.stderr.startswith(f"{entry}.py: error: {arg}: ")
+
+
+def test_help_lists_groups_and_options(capsys, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["evaluate.py"])
+    assert entry_point("evaluate").main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "python evaluate.py [-m] [key=value ...]" in out and "distance=[l2,cos,...]" in out
+    assert "backbone: clip_rn50, clip_vitb32" in out and "experiment: geometric_suite, paper_table2" in out
+
+
+def test_entry_points_drop_lightning_tips(caplog):
+    from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+    from zsiqa.entry_point import quiet_libraries
+
+    quiet_libraries()
+    with caplog.at_level("INFO"):
+        rank_zero_info("💡 Tip: For seamless cloud logging, try installing litlogger")
+        rank_zero_info("GPU available: False, used: False")
+    assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]

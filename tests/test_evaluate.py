@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from zsiqa import create_metric
-from zsiqa.config import load_grid
+from zsiqa.config import compose_config
 from zsiqa.data.datamodule import batch_pairs
 from zsiqa.engine import method
-from zsiqa.engine.runner import run_cell, run_grid
+from zsiqa.engine.runner import run_cell, run_dir_for
+from zsiqa.reporting.sweep import gather
 
 REPO = Path(__file__).resolve().parent.parent
 BACKBONE = "timm:vit_tiny_patch16_224"
@@ -26,12 +27,11 @@ def demo_root(tmp_path_factory):
 
 
 def cell(tmp_path, demo_root, *extra):
-    (cfg,) = load_grid("evaluate", [
-        f"backbone={BACKBONE}", "backbone.pretrained=false", "distance=l2,cos,wsd", "baselines=psnr,ssim",
+    return compose_config("evaluate", [
+        f"backbone.name={BACKBONE}", "backbone.pretrained=false", "distance=[l2,cos,wsd]", "baselines=[psnr,ssim]",
         f"data.root={demo_root}", "data.limit=10", f"run.out={tmp_path}", "run.batch_size=4", "run.num_workers=0",
         "run.accelerator=cpu", *extra,
     ])
-    return cfg
 
 
 def read_scores(path):
@@ -40,8 +40,11 @@ def read_scores(path):
 
 
 def test_engine_matches_the_metric_and_writes_every_output(tmp_path, demo_root):
-    summary = run_cell(cell(tmp_path, demo_root))
-    run_dir = tmp_path / "demo" / "none" / "timm-vit_tiny_patch16_224_paper"
+    cfg = cell(tmp_path, demo_root)
+    summary = run_cell(cfg)
+    run_dir = run_dir_for(cfg)
+    assert run_dir.parent == tmp_path / "demo" / "none" and run_dir.name.startswith("timm-vit_tiny_patch16_224_paper_")
+    assert summary["run_dir"] == str(run_dir)
     for name in ("config.yaml", "scores.csv", "summary.json", "table.md", "scatter.png"):
         assert (run_dir / name).is_file(), name
     rows = read_scores(run_dir / "scores.csv")
@@ -79,8 +82,8 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, demo_root, monkey
     assert calls["n"] == 4
     resumed = run_cell(cfg)
     assert resumed["pairs_scored_now"] == 6  # 10 pairs, 4 already in the CSV
-    a = read_scores(tmp_path / "full" / "demo" / "none" / "timm-vit_tiny_patch16_224_paper" / "scores.csv")
-    b = read_scores(tmp_path / "resumed" / "demo" / "none" / "timm-vit_tiny_patch16_224_paper" / "scores.csv")
+    a = read_scores(Path(full["run_dir"]) / "scores.csv")
+    b = read_scores(run_dir_for(cfg) / "scores.csv")
     assert [r["index"] for r in a] == [r["index"] for r in b]
     for ra, rb in zip(a, b):
         for col in ("l2", "cos", "wsd", "psnr"):
@@ -89,34 +92,49 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, demo_root, monkey
 
 
 def test_resume_refuses_a_different_configuration(tmp_path, demo_root):
-    run_cell(cell(tmp_path, demo_root))
+    run_cell(cell(tmp_path, demo_root, "run.name=mine"))
     with pytest.raises(ValueError, match="different configuration"):
-        run_cell(cell(tmp_path, demo_root, "distance=l2"))
+        run_cell(cell(tmp_path, demo_root, "distance=[l2]", "run.name=mine"))
 
 
-def test_geometric_suite_grid_writes_its_table(tmp_path, demo_root):
-    cells = load_grid("evaluate", [
-        "experiment=geometric_suite", f"backbone={BACKBONE}", "backbone.pretrained=false", "distance=deepssim,l2",
-        "baselines=psnr", "transform=none,rotate@5,scale@-25", f"data.root={demo_root}", "data.limit=8",
-        f"run.out={tmp_path}", "run.num_workers=0", "run.accelerator=cpu",
-    ])
-    results = run_grid(cells)
-    assert len(results) == 3
-    grid = (tmp_path / "grid.md").read_text()
+def test_different_settings_get_their_own_folder_and_the_same_command_resumes(tmp_path, demo_root):
+    """The default folder name holds a hash of the score settings: commands that score differently run one after
+    another in one run.out, in any order; the same command finds its folder again and scores nothing twice."""
+    first = run_cell(cell(tmp_path, demo_root, "data.limit=4"))
+    other = run_cell(cell(tmp_path, demo_root, "data.limit=4", "distance=[l2]", "baselines=[]"))
+    aligned = run_cell(cell(tmp_path, demo_root, "data.limit=4", "align=resize"))
+    assert len({first["run_dir"], other["run_dir"], aligned["run_dir"]}) == 3
+    again = run_cell(cell(tmp_path, demo_root, "data.limit=4"))
+    assert again["run_dir"] == first["run_dir"] and again["pairs_scored_now"] == 0
+    assert {k: m["srcc"] for k, m in again["metrics"].items()} == {k: m["srcc"] for k, m in first["metrics"].items()}
+
+
+def test_geometric_suite_cells_gather_into_one_table(tmp_path, demo_root):
+    for transform in ("none", "{name:rotate,amount:5}", "{name:scale,amount:-25}"):
+        run_cell(compose_config("evaluate", [
+            "experiment=geometric_suite", f"backbone.name={BACKBONE}", "backbone.pretrained=false",
+            "distance=[deepssim,l2]", "baselines=[psnr]", f"transform={transform}", f"data.root={demo_root}",
+            "data.limit=8", f"run.out={tmp_path / 'runs'}", "run.num_workers=0", "run.accelerator=cpu",
+        ]))
+    path, grid = gather(tmp_path / "runs")
+    assert path == tmp_path / "runs" / "grid.md" and path.read_text() == grid
     assert "demo rotate@5 SRCC" in grid and "demo scale@-25 PLCC" in grid
     assert f"| {BACKBONE} deepssim |" in grid and "| psnr |" in grid
+    with open(path.with_suffix(".csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 * 3 and {r["transform"] for r in rows} == {"none", "rotate@5", "scale@-25"}
 
 
 @pytest.mark.slow
 def test_two_process_ddp_equals_one_process(tmp_path, demo_root):
     def run(devices, *extra):
         out = tmp_path / f"d{devices}{len(extra)}"
-        cmd = [sys.executable, "evaluate.py", f"backbone={BACKBONE}", "backbone.pretrained=false", "distance=l2,skld",
-               "baselines=psnr", f"data.root={demo_root}", "data.limit=13", f"run.out={out}", "run.batch_size=3",
+        cmd = [sys.executable, "evaluate.py", f"backbone.name={BACKBONE}", "backbone.pretrained=false",
+               "distance=[l2,skld]", "baselines=[psnr]", f"data.root={demo_root}", "data.limit=13", f"run.out={out}", "run.batch_size=3",
                "run.num_workers=0", "run.accelerator=cpu", f"run.devices={devices}", *extra]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
         subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
-        run_dir = out / "demo" / "none" / "timm-vit_tiny_patch16_224_paper"
+        (run_dir,) = (out / "demo" / "none").iterdir()
         return read_scores(run_dir / "scores.csv"), json.loads((run_dir / "summary.json").read_text())
 
     rows1, sum1 = run(1)
@@ -134,8 +152,9 @@ def test_evaluate_py_without_arguments(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "evaluate.py")], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run_dir = tmp_path / "runs" / "demo" / "none" / "efficientnet_lite0_paper"
+    (run_dir,) = (tmp_path / "runs" / "demo" / "none").glob("efficientnet_lite0_paper_*")
     summary = json.loads((run_dir / "summary.json").read_text())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo", "runs"]  # no outputs/ or .hydra/ litter
     assert summary["n_items"] == 144 and (run_dir / "scatter.png").stat().st_size > 10_000
     # real weights on real photos: the deep distances track the distortion severity
     assert all(summary["metrics"][m]["srcc"] > 0.4 for m in ("l2", "cos", "skld", "jsd", "wsd"))
@@ -147,7 +166,7 @@ def test_wandb_offline_run_has_config_summary_table_and_plot(tmp_path, demo_root
 
     summary = run_cell(cell(tmp_path, demo_root, "logger=wandb", "logger.mode=offline", "logger.group=g1"))
     wandb.teardown()  # the W&B service writes the offline record asynchronously; this waits until it is on disk
-    run_dir = tmp_path / "demo" / "none" / "timm-vit_tiny_patch16_224_paper"
+    run_dir = Path(summary["run_dir"])
     (offline,) = list((run_dir / "wandb").glob("offline-run-*"))
     assert list(offline.glob("files/media/images/scatter_*.png"))
     (table,) = list(offline.glob("files/media/table/per_image_*.table.json"))
@@ -160,17 +179,15 @@ def test_wandb_offline_run_has_config_summary_table_and_plot(tmp_path, demo_root
 
 
 def test_resume_false_replaces_results_of_another_configuration(tmp_path, demo_root):
-    run_cell(cell(tmp_path, demo_root))
-    summary = run_cell(cell(tmp_path, demo_root, "distance=l2", "run.resume=false"))
-    rows = read_scores(tmp_path / "demo" / "none" / "timm-vit_tiny_patch16_224_paper" / "scores.csv")
+    run_cell(cell(tmp_path, demo_root, "run.name=mine"))
+    summary = run_cell(cell(tmp_path, demo_root, "distance=[l2]", "run.resume=false", "run.name=mine"))
+    rows = read_scores(tmp_path / "mine" / "scores.csv")
     assert summary["pairs_scored_now"] == 10 and "l2" in rows[0] and "cos" not in rows[0]
 
 
-def test_grid_cells_never_share_a_run_folder(tmp_path, demo_root):
-    cells = load_grid("evaluate", [f"backbone={BACKBONE}", f"data.root={demo_root}", f"run.out={tmp_path}",
-                                   "run.precision=fp32,bf16"])
-    with pytest.raises(ValueError, match="cells 1 and 2 would write to the same folder"):
-        run_grid(cells)
+def test_sweep_cells_never_share_a_run_folder(tmp_path, demo_root):
+    cells = [cell(tmp_path, demo_root, f"run.precision={p}") for p in ("fp32", "bf16")]
+    assert run_dir_for(cells[0]) != run_dir_for(cells[1])
 
 
 def test_vgg16_deepssim_metric_is_the_official_deepssim(demo_root):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from zsiqa.backbones import list_backbones, register_backbone
-from zsiqa.config import load_grid
+from zsiqa.config import compose_config
 from zsiqa.data import read_dataset
 from zsiqa.data.datamodule import FRDataModule, collate_pairs, plan_batches
 from zsiqa.distances import get_distance
@@ -36,8 +36,8 @@ def demo_root(tmp_path_factory):
 def scores_csv(tmp_path: Path, demo_root: Path, *extra: str) -> list[dict]:
     import csv
 
-    (cfg,) = load_grid("evaluate", [
-        f"backbone={BACKBONE}", "distance=l2,wsd", "baselines=psnr", f"data.root={demo_root}", "data.limit=30",
+    cfg = compose_config("evaluate", [
+        f"backbone={BACKBONE}", "distance=[l2,wsd]", "baselines=[psnr]", f"data.root={demo_root}", "data.limit=30",
         f"run.out={tmp_path}", "run.batch_size=4", "run.num_workers=0", "run.accelerator=cpu", *extra,
     ])
     run_cell(cfg)

@@ -21,7 +21,7 @@ from torch import nn
 
 from zsiqa.backbones import list_backbones, register_backbone
 from zsiqa.backbones.base import Backbone
-from zsiqa.config import load_grid
+from zsiqa.config import compose_config
 from zsiqa.data import PairDataset, read_dataset
 from zsiqa.data.datamodule import FRDataModule
 from zsiqa.distances import get_distance
@@ -30,7 +30,7 @@ from zsiqa.engine.mos_objectives import fidelity_loss, plcc_loss, srcc_loss
 from zsiqa.engine.split import split_by_reference
 from zsiqa.engine.term_cache import cached_terms, compute_terms, term_cache_key, terms_code_digest
 from zsiqa.engine.term_data import EpochShuffle
-from zsiqa.engine.training import expand_sweep, train_dir_for, train_run
+from zsiqa.engine.training import train_dir_for, train_run
 from zsiqa.learned_weights import read_head
 from zsiqa.metric import FRMetric
 from zsiqa.presets import FIXED_VARIANTS, PRESETS, resolve_distance
@@ -114,13 +114,11 @@ def label_by_layer(root: Path, layer: int | None) -> torch.Tensor:
     return terms
 
 
-def make_cfg(tmp_path: Path, root: Path, *args: str) -> dict:
-    cells = load_grid("train", [f"backbone={BACKBONE}", f"run.out={tmp_path / 'runs'}", "optim.batch_size=32",
-                                "split.val_fraction=0.25", *args])
-    (cfg,) = expand_sweep(cells)
-    cfg["data"] = {"name": "demo", "root": str(root), "strict": False}
-    cfg["test"] = [dict(cfg["data"])]
-    return cfg
+def make_cfg(tmp_path: Path, root: Path, *args: str):
+    return compose_config("train", [
+        f"backbone={BACKBONE}", f"run.out={tmp_path / 'runs'}", "optim.batch_size=32", "split.val_fraction=0.25",
+        f"data.root={root}", "data.strict=false", f"test=[{{name:demo,root:'{root}',strict:false}}]", *args,
+    ])
 
 
 @pytest.fixture
@@ -267,7 +265,7 @@ def test_compute_terms_resizes_the_distorted_image_only_when_asked(dataset):
     for row, sample in enumerate(PairDataset(data.items, pair_transform=data.pair_transform)):
         assert sample["dis"].shape[-1] == 40
         assert table.layer[row].sum().item() == pytest.approx(resized(sample["ref"], sample["dis"]).item(), rel=1e-5)
-    cfg = load_grid("train", ["transform=scale@25"])[0]
+    cfg = compose_config("train", ["transform=scale", "transform.amount=25"])
     assert training._TermSource(metric, "weights-a", False, cfg).align == "resize"  # align=auto, as evaluate.py
 
 
@@ -326,7 +324,7 @@ class Crash(L.Callback):
 def test_interrupted_run_resumes_from_last_checkpoint_and_matches_an_uninterrupted_one(dataset, tmp_path):
     label_by_layer(dataset, 1)
     args = ("optim.max_epochs=6", "optim.patience=50")
-    whole = train_run({**make_cfg(tmp_path, dataset, *args, "run.name=whole")})
+    whole = train_run(make_cfg(tmp_path, dataset, *args, "run.name=whole"))
     cfg = make_cfg(tmp_path, dataset, *args, "run.name=cut")
     with pytest.raises(RuntimeError, match="simulated interruption"):
         train_run(cfg, callbacks=[Crash(epoch=3)])
@@ -371,15 +369,15 @@ def test_head_checkpoint_reproduces_validation_scores_in_evaluate(dataset, tmp_p
     from zsiqa.engine.runner import run_cell, run_dir_for
 
     label_by_layer(dataset, 1)
-    summary = train_run(make_cfg(tmp_path, dataset, f"head={head}", "optim.max_epochs=5"))
+    summary = train_run(make_cfg(tmp_path, dataset, f"head_type={head}", "optim.max_epochs=5"))
     run_dir = Path(summary["run_dir"])
     for ckpt in (run_dir / "checkpoints").glob("*.ckpt"):
         state = torch.load(ckpt, weights_only=True)["state_dict"]
         assert ckpt.stat().st_size < 32_000 and all(k.startswith("head.") for k in state)  # kilobytes, no backbone
         assert read_head(ckpt)[1]["backbone"] == BACKBONE  # any checkpoint of the run is a head file too
-    (cfg,) = load_grid("evaluate", [f"backbone={BACKBONE}", "distance=l2", "baselines=[]", f"head={summary['head']}",
-                                    f"run.out={tmp_path / 'eval'}", "run.num_workers=0"])
-    cfg["data"] = {"name": "demo", "root": str(dataset), "strict": False}
+    cfg = compose_config("evaluate", [f"backbone={BACKBONE}", "distance=[l2]", "baselines=[]", f"head={summary['head']}",
+                                      f"run.out={tmp_path / 'eval'}", "run.num_workers=0", f"data.root={dataset}",
+                                      "data.strict=false"])
     run_cell(cfg)
     with open(run_dir_for(cfg) / "scores.csv", newline="") as f:
         scored = {int(r["index"]): r for r in csv.DictReader(f)}
@@ -397,9 +395,9 @@ def test_head_checkpoint_reproduces_validation_scores_in_evaluate(dataset, tmp_p
 def test_bad_settings_are_clear_errors(dataset, tmp_path):
     with pytest.raises(ValueError, match="only l2, cos and cos_channel"):
         train_run(make_cfg(tmp_path, dataset, "distance=jsd"))
-    with pytest.raises(ValueError, match="head='rows'"):
-        train_run(make_cfg(tmp_path, dataset, "head=rows"))
-    with pytest.raises(ValueError, match="unknown loss"):
+    with pytest.raises(ValueError, match="head_type=rows: choose one of layer, channel"):
+        train_run(make_cfg(tmp_path, dataset, "head_type=rows"))
+    with pytest.raises(ValueError, match="loss=mse: choose one of fidelity, plcc, srcc"):
         train_run(make_cfg(tmp_path, dataset, "loss=mse"))
 
 
@@ -411,7 +409,7 @@ def test_training_maps_distances_as_create_metric_does(name, preset):
 
 
 def test_epoch_order_is_seeded_by_split_seed_and_no_inert_seed_is_offered(dataset, tmp_path):
-    (cfg,) = load_grid("train", [])
+    cfg = compose_config("train")
     assert "seed" not in cfg["run"]  # run.seed had no effect: nothing else draws random numbers
 
     class Seeds(L.Callback):
@@ -425,24 +423,21 @@ def test_epoch_order_is_seeded_by_split_seed_and_no_inert_seed_is_offered(datase
 
 
 def test_run_folder_name_is_as_documented():
-    (cfg,) = expand_sweep(load_grid("train", ["transform=rotate@5", "run.out=out"]))
+    cfg = compose_config("train", ["transform=rotate", "transform.amount=5", "run.out=out"])
     name = train_dir_for(cfg).name
     assert re.fullmatch(r"efficientnet_lite0_l2_paper_layer_fidelity_rotate@5_[0-9a-f]{6}", name)
-    (plain,) = expand_sweep(load_grid("train", ["run.out=out"]))
+    plain = compose_config("train", ["run.out=out"])
     assert re.fullmatch(r"efficientnet_lite0_l2_paper_layer_fidelity_[0-9a-f]{6}", train_dir_for(plain).name)
-    doc = "<backbone>_<distance>_<preset>_<head>_<loss>[_<transform>]_<hash"
-    assert doc in _train_cli().HELP
+    doc = "<backbone>_<distance>_<preset>_<head_type>_<loss>[_<transform>]_<hash"
+    assert doc in (Path(__file__).resolve().parent.parent / "configs" / "hydra" / "help" / "train.yaml").read_text()
     assert doc in (Path(__file__).resolve().parent.parent / "configs" / "train.yaml").read_text()
 
 
-def test_sweep_lists_expand_to_one_run_each():
-    cells = load_grid("train", ["distance=l2,cos", "loss=fidelity,plcc"])
-    runs = expand_sweep(cells)
-    assert sorted((c["distance"], c["loss"]) for c in runs) == [
-        ("cos", "fidelity"), ("cos", "plcc"), ("l2", "fidelity"), ("l2", "plcc")]
+def test_sweep_cells_get_one_run_folder_each():
+    runs = [compose_config("train", [f"distance={d}", f"loss={loss}"]) for d in ("l2", "cos") for loss in ("fidelity", "plcc")]
     assert len({train_dir_for(c) for c in runs}) == 4
-    sweep = expand_sweep(load_grid("train", ["experiment=train_kadid_sweep"]))
-    assert len(sweep) == 5 * 2 * 2 and all(c["logger"]["group"] == "train_kadid_sweep" for c in sweep)
+    kadid = compose_config("train", ["experiment=train_kadid_sweep", "data.root=/k"])
+    assert kadid["logger"]["name"] == "wandb" and kadid["logger"]["group"] == "train_kadid_sweep"
 
 
 def _train_cli():
@@ -454,15 +449,18 @@ def _train_cli():
     return cli
 
 
-def test_train_py_help(capsys):
+def test_train_py_help(capsys, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["train.py"])
     assert _train_cli().main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "usage: python train.py" in out and "head=layer|channel" in out
+    assert "python train.py [-m] [key=value ...]" in out and "head_type=layer|channel" in out
+    assert "transform: crop, elastic, none" in out  # Hydra lists the groups and their options
 
 
 @pytest.mark.slow
 def test_train_py_without_arguments_runs_the_offline_demo(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["train.py"])
     assert _train_cli().main([]) == 0
     (path,) = (tmp_path / "runs" / "train" / "demo").glob("*/summary.json")
     summary = json.loads(path.read_text())

@@ -1,4 +1,4 @@
-"""`zsiqa` command line: score one pair, list what is registered, pre-fetch weights.
+"""`zsiqa` command line: score one pair, list what is registered, pre-fetch weights, compare metrics, gather a sweep.
 
 Expected failures (bad image, unknown backbone, missing file, offline weights) print one line ``zsiqa: error: ...`` and
 exit 1 (2 for usage and configuration errors); ``--debug`` or ``ZSIQA_DEBUG=1`` shows their traceback.
@@ -77,6 +77,11 @@ def _compare(args: argparse.Namespace) -> int:
     for option, write in ((args.json, cmp.write_json), (args.matrix, cmp.write_matrix), (args.plot, cmp.plot_leaderboard)):
         if option:
             print(f"wrote {write(result, option)}")
+def _gather(args: argparse.Namespace) -> int:
+    from .reporting.sweep import gather
+
+    path, text = gather(args.folder)
+    print(f"{text}-> {path} and {path.with_suffix('.csv')}")
     return 0
 
 
@@ -133,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--matrix", default=None, metavar="PATH", help="write the ΔSRCC / p matrix as CSV")
     cmp.add_argument("--plot", default=None, metavar="PATH", help="draw the leaderboard with interval bars (PNG)")
     cmp.set_defaults(func=_compare)
+    gather = sub.add_parser("gather", help="gather a sweep's summary.json files into grid.md and grid.csv")
+    gather.add_argument("folder", help="a sweep folder (<run.out>/multirun/<time>) or any folder of run folders")
+    gather.set_defaults(func=_gather)
     return parser
 
 

@@ -181,7 +181,7 @@ def build_csiq(root: Path, label: str = "txt", images: str = "nested", refs=CSIQ
     pairs = csiq_pairs(refs)
     for ref in refs:
         write(root / "src_imgs" / f"{ref}.png", png)
-    for ref, folder, name, _, _ in pairs:
+    for _ref, folder, name, _, _ in pairs:
         sub = {"nested": Path("dst_imgs") / folder, "flat": Path("dst_imgs"), "all": Path("dst_imgs_all")}[images]
         write(root / sub / name, png)
     if label == "csv":

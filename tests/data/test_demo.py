@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zsiqa.data import build_demo, read_dataset, read_demo
-from zsiqa.data import demo
+from zsiqa.data import build_demo, demo, read_dataset, read_demo
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""One evaluation run per config cell (backbone x dataset x transform), and grids of them.
+"""One evaluation run of a config (one cell of a sweep): its run folder, data, metrics, Trainer and summary.
 
 ``run_cell(cfg)`` builds the metrics (one shared backbone), the data module and the method module, scores every pair
 with ``Trainer.predict`` (rows appended per batch by ``ScoreRowsWriter``; a rerun resumes), then process 0 merges the
@@ -6,8 +6,8 @@ parts and writes the summary, table and plot.
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -21,9 +21,11 @@ from PIL import Image
 
 from ..backbones import create_backbone
 from ..baselines import get_baseline
+from ..config import transform_label
 from ..data import PairItem
 from ..data.datamodule import FRDataModule, WindowCount
 from ..distances import get_distance
+from ..errors import MissingFileError
 from ..files import atomic_write_text
 from ..io import resolve_exif
 from ..learned_weights import load_head_metric
@@ -43,22 +45,24 @@ SCORE_KEYS = ("backbone", "distance", "baselines", "preset", "head", "data", "tr
 SCORE_RUN_KEYS = ("precision", "seed", "max_windows_per_batch")  # run.* keys that change scores (seed: paper swd)
 
 
-def score_settings(cfg: dict) -> dict:
-    """Everything in a config that changes the scores."""
+def score_settings(cfg) -> dict:
+    """Everything in a config that changes the scores (resolved, as plain values)."""
+    cfg = plain_config(cfg)
     return {**{k: cfg.get(k) for k in SCORE_KEYS}, **{f"run.{k}": cfg["run"].get(k) for k in SCORE_RUN_KEYS}}
 
 
-def transform_label(t: dict) -> str:
-    return "none" if t["name"] == "none" else f"{t['name']}@{t['amount']:g}"
-
-
-def run_dir_for(cfg: dict) -> Path:
+def run_dir_for(cfg) -> Path:
+    """``<out>/<data>/<transform>/<backbone>_<preset>[_head-<run>]_<hash>``: the hash covers every score setting
+    (distances, baselines, align, data options, precision ...), so configurations that score differently never share
+    a folder, and the same command finds its folder again (resume)."""
     run = cfg["run"]
     if run.get("name"):
         return Path(run["out"]) / run["name"]
     backbone = re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg["backbone"]["name"])
     head = f"_head-{_head_label(Path(cfg['head']))}" if cfg.get("head") else ""
-    return Path(run["out"]) / cfg["data"]["name"] / transform_label(cfg["transform"]) / f"{backbone}_{cfg['preset']}{head}"
+    digest = hashlib.sha256(json.dumps(score_settings(cfg), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return (Path(run["out"]) / cfg["data"]["name"] / transform_label(cfg["transform"])
+            / f"{backbone}_{cfg['preset']}{head}_{digest}")
 
 
 def _head_label(path: Path) -> str:
@@ -66,20 +70,18 @@ def _head_label(path: Path) -> str:
     return path.resolve().parent.name if path.stem in ("head", "best", "last") else path.stem
 
 
-def data_root(data: dict) -> Path | None:
-    """``data.root``, else ``$ZSIQA_DATA/<default folder>`` (the demo set builds itself when root is null)."""
-    if data.get("root"):
-        return Path(data["root"]).expanduser()
-    if data["name"] == "demo":
+def data_root(data) -> Path | None:
+    """``data.root`` (each ``configs/data/<name>.yaml`` defaults it to ``$ZSIQA_DATA/<folder>``); None builds the demo
+    set in its cache folder."""
+    if not data.get("root"):
+        if data["name"] != "demo":
+            raise MissingFileError(f"data={data['name']}: no root; pass data.root=/path/to/the/dataset")
         return None
-    default = {"live": "databaserelease2", "tid2013": "tid2013", "pipal": "PIPAL", "kadid10k": "kadid10k", "csiq": "CSIQ"}
-    base = os.environ.get("ZSIQA_DATA")
-    if not base:
-        raise ValueError(
-            f"data={data['name']}: no root; pass data.root=/path/to/{default[data['name']]} or set ZSIQA_DATA to the "
-            "folder that holds your datasets"
-        )
-    return Path(base) / default[data["name"]]
+    root = Path(data["root"]).expanduser()
+    if not root.is_dir():
+        raise MissingFileError(f"data={data['name']}: no dataset folder {root}; pass data.root=/path/to/{root.name} or "
+                               "set ZSIQA_DATA to the folder that holds your datasets (default ./data)")
+    return root
 
 
 def image_windows(metric: FRMetric | None) -> WindowCount:
@@ -107,9 +109,9 @@ def make_datamodule(data: dict, cfg: dict, skip: set[int] | frozenset = frozense
         data["name"], data_root(data), limit=data.get("limit"),
         pair_transform=None if tcfg["name"] == "none" else make_transform(tcfg["name"], tcfg["amount"], cfg["preset"]),
         batch_size=run["batch_size"], num_workers=run["num_workers"], skip=skip,
-        batch_windows=run.get("batch_windows"), windows_of=windows_of,
+        batch_windows=run.get("batch_windows"), windows_of=windows_of, strict=data.get("strict", True),
         exif=resolve_exif(data.get("exif", "auto"), cfg["preset"]), on_bad_image=data.get("on_bad_image", "error"),
-        **{k: v for k, v in data.items() if k not in ("name", "root", "limit", "exif", "on_bad_image")},
+        **({"label": data["label"]} if data.get("label") else {}),
     )
 
 
@@ -189,7 +191,7 @@ def run_cell(cfg: Any) -> dict | None:
         "pairs_scored_now": todo, "seconds": round(elapsed, 3),
         "pairs_per_second": round(todo / elapsed, 3) if todo and elapsed > 0 else None,
         "reference_feature_computations_rank0": module.ref_feature_computations,
-        "world_size": trainer.world_size,
+        "world_size": trainer.world_size, "run_dir": str(run_dir),
     })
 
 
@@ -212,47 +214,3 @@ def finalize(run_dir: Path, cfg: dict, module: IQAModule, spec, extra: dict) -> 
         log_evaluation(cfg, run_dir, rows, summary, plot, extra)
     print(summary_table(summary, title))
     return {"config": cfg, "metrics": summary, **extra}
-
-
-def grid_table(results: list[dict]) -> str:
-    """Paper-style table: one row per (backbone, metric), one column pair (PLCC, SRCC) per dataset x transform."""
-    cols: list[str] = []
-    table: dict[str, dict[str, tuple[float, float]]] = {}
-    for r in results:
-        cfg = r["config"]
-        col = cfg["data"]["name"] + ("" if cfg["transform"]["name"] == "none" else f" {transform_label(cfg['transform'])}")
-        if col not in cols:
-            cols.append(col)
-        for metric, s in r["metrics"].items():
-            is_baseline = metric in cfg["baselines"]
-            row = metric if is_baseline else f"{cfg['backbone']['name']} {metric}"
-            table.setdefault(row, {})[col] = (s["plcc"], s["srcc"])
-    head = "| metric | " + " | ".join(f"{c} PLCC | {c} SRCC" for c in cols) + " |"
-    lines = [head, "|---|" + "---|---|" * len(cols)]
-    for row, vals in table.items():
-        cells = [f"{vals[c][0]:.3f} | {vals[c][1]:.3f}" if c in vals else "– | –" for c in cols]
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def run_grid(cells: list[dict]) -> list[dict]:
-    """Run every cell in turn and print one paper-shaped table; cells must not share a run folder."""
-    folders: dict[Path, int] = {}
-    for i, cfg in enumerate(cells):
-        j = folders.setdefault(run_dir_for(cfg), i)
-        if j != i:
-            raise ValueError(
-                f"grid cells {j + 1} and {i + 1} would write to the same folder {run_dir_for(cfg)}: a grid varies backbone, "
-                "data and transform (which name the folder); run other axes (or a grid with run.name) as separate commands "
-                "with their own run.out"
-            )
-    results = [r for r in (run_cell(cfg) for cfg in cells) if r is not None]
-    if len(cells) > 1 and results:
-        text = grid_table(results)
-        out = Path(cells[0]["run"]["out"]) / "grid.md"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        print(f"\nGrid ({len(results)} runs) -> {out}\n{text}")
-        (out.with_suffix(".json")).write_text(json.dumps([{"config": r["config"], "metrics": r["metrics"]} for r in results],
-                                                         indent=1, default=str))
-    return results

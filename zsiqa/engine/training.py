@@ -9,9 +9,7 @@ initialisation that is the zero-shot score.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
-import itertools
 import json
 import re
 import shutil
@@ -29,9 +27,10 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from ..backbones import create_backbone
-from ..config import CONFIG_DIR, resolve_group
+from ..config import dataset_config, transform_label
 from ..data import DATASETS, PairItem
 from ..distances import DistanceHead, get_distance
+from ..errors import ConfigError
 from ..files import atomic_write_text
 from ..learned_weights import TermWeights, backbone_fingerprint, head_config, head_record, read_head, save_head
 from ..metric import FRMetric
@@ -41,37 +40,26 @@ from ..stats import correlations
 from .method import HeadFit, IQAModule, compile_backbone
 from .mos_objectives import get_loss
 from .run_folder import changed_keys, plain_config, refuse_to_resume
-from .runner import align_policy, data_root, image_windows, make_datamodule, transform_label
+from .runner import align_policy, data_root, image_windows, make_datamodule
 from .split import positions_of, split_by_reference
 from .term_cache import TermTable, cache_file, cached_terms, compute_terms, term_cache_key
 from .term_data import TermDataModule
 
 # Config keys that determine a training run: a run folder with checkpoints of other values cannot be resumed.
-TRAIN_KEYS = ("backbone", "distance", "preset", "head", "loss", "data", "transform", "split", "optim")
-SWEEP_KEYS = ("distance", "head", "loss")  # lists in these keys make a grid of runs, like the config groups
+TRAIN_KEYS = ("backbone", "distance", "preset", "head_type", "loss", "data", "transform", "split", "optim")
 HEADS = ("layer", "channel")
 
 
-def expand_sweep(cells: list[dict]) -> list[dict]:
-    """One config per combination of the list-valued ``SWEEP_KEYS`` (e.g. ``loss=fidelity,plcc`` -> two runs)."""
-    out = []
-    for cfg in cells:
-        axes = [cfg[k] if isinstance(cfg[k], list) else [cfg[k]] for k in SWEEP_KEYS]
-        for combo in itertools.product(*axes):
-            cell = copy.deepcopy(cfg)
-            cell.update(zip(SWEEP_KEYS, combo))
-            out.append(cell)
-    return out
-
-
 def train_dir_for(cfg: dict) -> Path:
-    """``<out>/<data>/<backbone>_<distance>_<preset>_<head>_<loss>[_<transform>]_<hash of split + optim>``."""
+    """``<out>/<data>/<backbone>_<distance>_<preset>_<head_type>_<loss>[_<transform>]_<hash of split + optim>``."""
+    cfg = plain_config(cfg)
     run = cfg["run"]
     if run.get("name"):
         return Path(run["out"]) / run["name"]
     tlabel = transform_label(cfg["transform"])
-    settings = hashlib.sha256(json.dumps([cfg["split"], cfg["optim"]], sort_keys=True).encode()).hexdigest()[:6]
-    name = "_".join([cfg["backbone"]["name"], cfg["distance"], cfg["preset"], cfg["head"], cfg["loss"]]
+    split_optim = [cfg["split"], cfg["optim"]]
+    settings = hashlib.sha256(json.dumps(split_optim, sort_keys=True).encode()).hexdigest()[:6]
+    name = "_".join([cfg["backbone"]["name"], cfg["distance"], cfg["preset"], cfg["head_type"], cfg["loss"]]
                     + ([tlabel] if tlabel != "none" else []) + [settings])
     return Path(run["out"]) / cfg["data"]["name"] / re.sub(r"[^A-Za-z0-9_.@-]+", "-", name)
 
@@ -129,9 +117,9 @@ def _logger(cfg: dict, run_dir: Path):
         raise ValueError(f"logger={cfg['logger']['name']}: choose csv or wandb")
     from ..reporting.wandb_log import make_logger
 
-    tags = [cfg["backbone"]["name"], cfg["data"]["name"], cfg["preset"], cfg["distance"], f"head-{cfg['head']}",
+    tags = [cfg["backbone"]["name"], cfg["data"]["name"], cfg["preset"], cfg["distance"], f"head-{cfg['head_type']}",
             f"loss-{cfg['loss']}", "trained"]
-    name = f"{cfg['backbone']['name']}/{cfg['data']['name']}/{cfg['distance']}-{cfg['head']}-{cfg['loss']}"
+    name = f"{cfg['backbone']['name']}/{cfg['data']['name']}/{cfg['distance']}-{cfg['head_type']}-{cfg['loss']}"
     return make_logger(cfg, run_dir, "train", name, tags)
 
 
@@ -168,14 +156,10 @@ def _labels(items: Sequence[PairItem], data_name: str) -> tuple[torch.Tensor, bo
     return torch.tensor([it.label for it in items], dtype=torch.float64), lower
 
 
-def _test_data(entry: str | dict) -> dict:
-    """A test dataset: a name from configs/data/ (root from $ZSIQA_DATA) or a mapping like the ``data`` group."""
-    return resolve_group("data", entry, CONFIG_DIR)
-
-
 def _check(cfg: dict) -> None:
-    if cfg["head"] not in HEADS:
-        raise ValueError(f"head={cfg['head']!r}: choose layer (one weight per layer) or channel (also one per channel)")
+    if cfg["head_type"] not in HEADS:
+        raise ConfigError(f"head_type={cfg['head_type']!r}: choose layer (one weight per layer) or channel (also one "
+                          "per channel)")
     get_loss(cfg["loss"])
     if cfg["optim"]["max_epochs"] < 1:
         raise ValueError(f"optim.max_epochs must be >= 1, got {cfg['optim']['max_epochs']}")
@@ -189,11 +173,11 @@ def train_run(cfg: Any, callbacks: Sequence[L.Callback] = ()) -> dict | None:
     _check(cfg)
     run, bcfg = cfg["run"], cfg["backbone"]
     start = time.perf_counter()
-    tests = [_test_data(entry) for entry in cfg.get("test") or []]
+    tests = [plain_config(dataset_config(entry)) for entry in cfg.get("test") or []]
     for data in tests:
         data_root(data)  # a test set without a root fails now, not after training
     run_dir = train_dir_for(cfg)
-    channels = cfg["head"] == "channel"
+    channels = cfg["head_type"] == "channel"
     rank0 = rank_zero_only.rank == 0  # from the launcher's environment: this process writes the run folder
     if rank0:
         _prepare_run_dir(run_dir, cfg)
@@ -219,7 +203,7 @@ def _fit_and_report(cfg: dict, run_dir: Path, metric: FRMetric, fingerprint: str
                     table: TermTable, tests: list[dict], test_terms: list[tuple[list[PairItem], TermTable]],
                     terms_log: list[dict], start: float, callbacks: Sequence[L.Callback]) -> dict:
     """Process 0: split, ``Trainer.fit`` of the weights on one CPU device, export and report."""
-    bcfg, optim, channels = cfg["backbone"], cfg["optim"], cfg["head"] == "channel"
+    bcfg, optim, channels = cfg["backbone"], cfg["optim"], cfg["head_type"] == "channel"
     labels, label_lower_better = _labels(items, cfg["data"]["name"])
     split = split_by_reference(items, cfg["split"]["val_fraction"], cfg["split"]["seed"])
     _save_split(run_dir, split, cfg["split"]["seed"], cfg["split"]["val_fraction"])
@@ -227,7 +211,7 @@ def _fit_and_report(cfg: dict, run_dir: Path, metric: FRMetric, fingerprint: str
     train_set, val_set = (table.rows(train_pos), labels[train_pos]), (table.rows(val_pos), labels[val_pos])
     zero_val = val_set[0].layer.sum(1)
     zero_shot = correlations(zero_val, val_set[1], metric.lower_better, label_lower_better)
-    print(f"{bcfg['name']} {metric.distance.name} ({cfg['preset']}, {cfg['head']} weights, {cfg['loss']} loss) on "
+    print(f"{bcfg['name']} {metric.distance.name} ({cfg['preset']}, {cfg['head_type']} weights, {cfg['loss']} loss) on "
           f"{cfg['data']['name']}: {len(train_pos)} train / {len(val_pos)} val pairs ({len(split['train'])} / "
           f"{len(split['val'])} references); zero-shot val SRCC {zero_shot['srcc']:.4f}  PLCC {zero_shot['plcc']:.4f}")
 
@@ -302,12 +286,6 @@ def _fit_and_report(cfg: dict, run_dir: Path, metric: FRMetric, fingerprint: str
     print("layer weights: " + " ".join(f"{w:.3g}" for w in weights))
     if test:
         print(cross_dataset_table(test), end="")
-    print(f"head -> {head_file}\n  python evaluate.py backbone={bcfg['name']} distance={cfg['distance']} "
+    print(f"head -> {head_file}\n  python evaluate.py backbone.name={bcfg['name']} distance=[{cfg['distance']}] "
           f"preset={cfg['preset']} head={head_file}")
     return summary
-
-
-def train_grid(cells: list[dict]) -> list[dict]:
-    """Every run of a grid (config groups x list-valued ``distance`` / ``head`` / ``loss``), one after another;
-    the summaries of process 0."""
-    return [s for s in (train_run(cfg) for cfg in expand_sweep(cells)) if s is not None]

@@ -1,6 +1,6 @@
 """Weights & Biases logging through Lightning's WandbLogger (process 0 only).
 
-Runs are grouped (experiment or dataset) and tagged (backbone, dataset, transform, preset, zero-shot/trained) so the
+Runs are grouped (logger.group, which experiments set, or the dataset) and tagged (backbone, dataset, transform, preset, zero-shot/trained) so the
 W&B UI compares them directly. Without a login the run is written offline (``wandb sync`` uploads it later).
 """
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 import netrc
 import os
 from pathlib import Path
+
+from ..config import to_container
 
 
 def wandb_mode(requested: str | None) -> str:
@@ -29,10 +31,10 @@ def make_logger(cfg: dict, run_dir: Path, job_type: str, name: str, tags: list[s
     from lightning.pytorch.loggers import WandbLogger
 
     lcfg = cfg["logger"]
-    group = lcfg.get("group") or cfg.get("experiment") or cfg["data"]["name"]
+    group = lcfg.get("group") or cfg["data"]["name"]
     return WandbLogger(
         project=lcfg.get("project", "zsiqa"), entity=lcfg.get("entity"), name=name, group=group, job_type=job_type,
-        tags=tags, save_dir=str(run_dir), mode=wandb_mode(lcfg.get("mode")), config=cfg, reinit="finish_previous",
+        tags=tags, save_dir=str(run_dir), mode=wandb_mode(lcfg.get("mode")), config=to_container(cfg), reinit="finish_previous",
     )
 
 

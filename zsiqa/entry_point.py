@@ -1,0 +1,66 @@
+"""What evaluate.py and train.py share around Hydra: the command-line check, no library tips, one job's error
+boundary."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+from omegaconf import DictConfig
+
+from .config import check_command_line, register_configs
+from .errors import run_entry_point
+
+
+class _NoTips(logging.Filter):
+    """Drops Lightning's promotional "💡 Tip: ... litlogger / litmodels" lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+_NO_TIPS = _NoTips()
+
+def quiet_libraries() -> None:
+    """Drop Lightning's promotional tips (the pytree deprecation warning is silenced where the engine imports
+    Lightning, ``zsiqa/engine/__init__.py``)."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NO_TIPS)
+
+
+def run_app(entry: str, argv: list[str], hydra_main: Callable[[], None]) -> int:
+    """evaluate.py / train.py: check the command line (every cell of a sweep), then let Hydra run it. Returns the
+    exit code: 2 for a config error, 1 for another expected error (one line each), 0 otherwise."""
+    prog = f"{entry}.py"
+    quiet_libraries()
+    code = run_entry_point(lambda: check_command_line(entry, argv), prog)
+    if code:
+        return code
+    register_configs()
+    sys.argv = [sys.argv[0], *argv]  # what hydra.main reads
+    try:
+        hydra_main()
+    except SystemExit as e:  # --help, or a job's expected error (run_task printed it)
+        return e.code if isinstance(e.code, int) else 1
+    return 0
+
+
+def run_task(task: Callable[[DictConfig], dict | None], cfg: DictConfig, prog: str) -> None:
+    """Run one job of a Hydra app: an expected error prints one line and exits with its code. In a sweep, the job's
+    folder gets a link ``run`` to its run folder (what ``zsiqa gather`` follows)."""
+    quiet_libraries()  # again: a sweep job may run in a fresh process
+    code = run_entry_point(lambda: _run(task, cfg), prog)
+    if code:
+        sys.exit(code)
+
+
+def _run(task: Callable[[DictConfig], dict | None], cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    summary = task(cfg)
+    hydra_cfg = HydraConfig.get()
+    if summary is not None and hydra_cfg.mode == RunMode.MULTIRUN:
+        link = Path(hydra_cfg.runtime.output_dir) / "run"
+        link.unlink(missing_ok=True)
+        link.symlink_to(Path(summary["run_dir"]).resolve(), target_is_directory=True)

@@ -1,0 +1,109 @@
+"""A sweep's results in one paper-shaped table: every run's ``summary.json`` gathered into ``grid.md`` and ``grid.csv``.
+
+Works whatever ran the cells (one process, local processes, SLURM jobs): a sweep folder holds one folder per job with
+a link ``run`` to the job's run folder, and ``gather(folder)`` reads every ``summary.json`` found under ``folder``
+(following links). ``GatherSweep`` does it when a Hydra multirun ends; ``zsiqa gather DIR`` does it any time later.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from ..config import transform_label
+from ..errors import MissingFileError
+
+
+def find_summaries(folder: str | os.PathLike) -> list[dict]:
+    """The evaluation summaries under ``folder`` (links followed, each run once), in path order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MissingFileError(f"no sweep folder {folder}")
+    seen: dict[Path, dict] = {}
+    for parent, _, files in sorted(os.walk(folder, followlinks=True)):
+        if "summary.json" in files:
+            path = (Path(parent) / "summary.json").resolve()
+            summary = json.loads(path.read_text())
+            if "metrics" in summary and path not in seen:  # evaluation runs (train.py summaries have no metrics)
+                seen[path] = summary
+    return list(seen.values())
+
+
+def _column(cfg: dict) -> str:
+    label = transform_label(cfg["transform"])
+    return cfg["data"]["name"] + ("" if label == "none" else f" {label}")
+
+
+def grid_rows(summaries: list[dict]) -> tuple[list[str], dict[str, dict[str, tuple[float, float]]]]:
+    """Columns (dataset x transform) and rows (backbone metric, or baseline) of (PLCC, SRCC)."""
+    cols: list[str] = []
+    table: dict[str, dict[str, tuple[float, float]]] = {}
+    for s in summaries:
+        cfg = s["config"]
+        col = _column(cfg)
+        if col not in cols:
+            cols.append(col)
+        for metric, m in s["metrics"].items():
+            row = metric if metric in cfg["baselines"] else f"{cfg['backbone']['name']} {metric}"
+            table.setdefault(row, {})[col] = (m["plcc"], m["srcc"])
+    return cols, table
+
+
+def grid_markdown(summaries: list[dict]) -> str:
+    """Paper-style table: one row per (backbone, metric), one column pair (PLCC, SRCC) per dataset x transform."""
+    cols, table = grid_rows(summaries)
+    lines = ["| metric | " + " | ".join(f"{c} PLCC | {c} SRCC" for c in cols) + " |", "|---|" + "---|---|" * len(cols)]
+    for row, vals in table.items():
+        cells = [f"{vals[c][0]:.3f} | {vals[c][1]:.3f}" if c in vals else "– | –" for c in cols]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def grid_csv(summaries: list[dict]) -> str:
+    """One line per run and metric: the run's settings and every correlation of the summary."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["backbone", "data", "transform", "preset", "metric", "plcc", "srcc", "krcc", "plcc_fit", "n_scored",
+                     "run_dir"])
+    for s in summaries:
+        cfg = s["config"]
+        for metric, m in s["metrics"].items():
+            writer.writerow([cfg["backbone"]["name"], cfg["data"]["name"], transform_label(cfg["transform"]),
+                             cfg["preset"], metric, m["plcc"], m["srcc"], m.get("krcc"), m.get("plcc_fit"),
+                             m["n_scored"], s.get("run_dir", "")])
+    return out.getvalue()
+
+
+def write_grid(folder: str | os.PathLike, summaries: list[dict]) -> tuple[Path, str]:
+    """Write ``grid.md`` and ``grid.csv`` of ``summaries`` into ``folder``; returns the table's path and text."""
+    text = grid_markdown(summaries)
+    path = Path(folder) / "grid.md"
+    path.write_text(text)
+    path.with_suffix(".csv").write_text(grid_csv(summaries))
+    return path, text
+
+
+def gather(folder: str | os.PathLike) -> tuple[Path, str]:
+    """``write_grid`` of every evaluation run under ``folder`` (a sweep folder, or any folder of run folders)."""
+    summaries = find_summaries(folder)
+    if not summaries:
+        raise MissingFileError(f"{folder}: no summary.json of an evaluation run under it (a sweep folder links each "
+                               "job's run folder as <job>/run)")
+    return write_grid(folder, summaries)
+
+
+class GatherSweep(Callback):
+    """Hydra callback: when a multirun ends, gather its jobs' results into ``<sweep dir>/grid.md`` and ``grid.csv``."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = Path(config.hydra.sweep.dir)
+        summaries = find_summaries(folder) if folder.is_dir() else []
+        if summaries:
+            path, text = write_grid(folder, summaries)
+            print(f"\nSweep ({len(summaries)} runs) -> {path}\n{text}")
