@@ -15,6 +15,7 @@ from zsiqa.distances.deepssim import (
     image_features,
     saliency_mask,
 )
+from zsiqa.errors import ConfigError
 from zsiqa.losses import DeepSSIMLoss
 
 
@@ -283,7 +284,7 @@ def test_local_weights_file(vgg, tmp_path):
     loaded = create_backbone("vgg16", weights=str(path))
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), vgg.state_dict().values()))
     torch.save({"classifier.0.weight": torch.zeros(1)}, tmp_path / "other.pth")
-    with pytest.raises(RuntimeError, match="other.pth is not a torchvision VGG16 state dict"):
+    with pytest.raises(ConfigError, match="other.pth is not a torchvision VGG16 state dict"):
         create_backbone("vgg16", weights=str(tmp_path / "other.pth"))
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         create_backbone("vgg16", weights=str(tmp_path / "missing.pth"))

@@ -484,7 +484,7 @@ def test_two_process_terms_and_head_equal_one_process(tmp_path):
 
     def run(devices: int) -> tuple[dict, dict, dict]:
         out = tmp_path / f"d{devices}"
-        cmd = [sys.executable, "train.py", "backbone=timm:vit_tiny_patch16_224", "backbone.pretrained=false",
+        cmd = [sys.executable, "train.py", "backbone.name=timm:vit_tiny_patch16_224", "backbone.pretrained=false",
                f"data.root={demo}", "data.limit=48", "test=[]", f"run.out={out}", "run.name=r", "run.batch_size=5",
                "run.num_workers=0", "run.accelerator=cpu", f"run.devices={devices}", "optim.max_epochs=3"]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}

@@ -174,11 +174,6 @@ def to_container(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
-def transform_label(t: Any) -> str:
-    """``none``, or ``NAME@AMOUNT`` as run folders and tables show a transform (e.g. ``rotate@5``)."""
-    return "none" if t["name"] == "none" else f"{t['name']}@{t['amount']:g}"
-
-
 def dataset_config(entry: Any) -> DictConfig:
     """A dataset entry of ``test=[...]``: a name from ``configs/data/`` or a mapping of ``DataConfig`` keys."""
     if isinstance(entry, str):
@@ -250,7 +245,7 @@ def check_command_line(entry: str, argv: list[str]) -> None:
 
 def _check_cell(entry: str, cfg: DictConfig) -> None:
     """``validate``, and the dataset folders exist: a missing one fails before any job of a sweep starts."""
-    from .engine.runner import data_root
+    from .data import data_root
 
     validate(entry, cfg)
     for data in [cfg.data, *(dataset_config(t) for t in cfg.get("test", []))]:

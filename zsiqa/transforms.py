@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -294,3 +294,8 @@ class PairTransform:
 def make_transform(name: str, amount: float, preset: str = "paper") -> PairTransform:
     """Build the pair transform ``name`` at ``amount`` (unit per ``TRANSFORMS[name].unit``) for a preset."""
     return PairTransform(name, float(amount), preset)
+
+
+def transform_label(t: Mapping) -> str:
+    """``none``, or ``NAME@AMOUNT`` as run folders and tables show a transform (e.g. ``rotate@5``)."""
+    return "none" if t["name"] == "none" else f"{t['name']}@{t['amount']:g}"

@@ -6,7 +6,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from pathlib import Path
 
+from ..errors import MissingFileError
 from ..registry import Registry
 from . import csiq, demo, kadid, live, pipal, tid2013
 from .csiq import read_csiq
@@ -31,7 +34,22 @@ def read_dataset(name: str, root: str | os.PathLike | None = None, **opts) -> li
     return DATASETS.get(name).read(root, **opts)
 
 
+def data_root(data: Mapping) -> Path | None:
+    """``data.root`` (each ``configs/data/<name>.yaml`` defaults it to ``$ZSIQA_DATA/<folder>``); None builds the demo
+    set in its cache folder."""
+    if not data.get("root"):
+        if data["name"] != "demo":
+            raise MissingFileError(f"data={data['name']}: no root; pass data.root=/path/to/the/dataset")
+        return None
+    root = Path(data["root"]).expanduser()
+    if not root.is_dir():
+        raise MissingFileError(f"data={data['name']}: no dataset folder {root}; pass data.root=/path/to/{root.name} or "
+                               "set ZSIQA_DATA to the folder that holds your datasets (default ./data)")
+    return root
+
+
 __all__ = [
+    "data_root",
     "DATASETS", "DatasetSpec", "PairDataset", "PairItem", "build_demo",
     "read_csiq", "read_dataset", "read_demo", "read_kadid", "read_live", "read_pipal", "read_tid2013",
     "reference_paths",

@@ -21,11 +21,9 @@ from PIL import Image
 
 from ..backbones import create_backbone
 from ..baselines import get_baseline
-from ..config import transform_label
-from ..data import PairItem
+from ..data import PairItem, data_root
 from ..data.datamodule import FRDataModule, WindowCount
 from ..distances import get_distance
-from ..errors import MissingFileError
 from ..files import atomic_write_text
 from ..io import resolve_exif
 from ..learned_weights import load_head_metric
@@ -33,7 +31,7 @@ from ..metric import FRMetric
 from ..presets import resolve_distance
 from ..reporting.results import ERROR_COLUMN, ITEM_COLUMNS, merge_parts, read_rows
 from ..reporting.summary import scatter_plot, summarize, summary_table, write_summary
-from ..transforms import TRANSFORMS, make_transform
+from ..transforms import TRANSFORMS, make_transform, transform_label
 from ..windows import window_starts
 from .method import IQAModule, compile_backbone
 from .run_folder import plain_config, refuse_to_resume
@@ -68,20 +66,6 @@ def run_dir_for(cfg) -> Path:
 def _head_label(path: Path) -> str:
     """A head file's run folder name for the generic file names train.py writes (head.pt, best.ckpt, last.ckpt)."""
     return path.resolve().parent.name if path.stem in ("head", "best", "last") else path.stem
-
-
-def data_root(data) -> Path | None:
-    """``data.root`` (each ``configs/data/<name>.yaml`` defaults it to ``$ZSIQA_DATA/<folder>``); None builds the demo
-    set in its cache folder."""
-    if not data.get("root"):
-        if data["name"] != "demo":
-            raise MissingFileError(f"data={data['name']}: no root; pass data.root=/path/to/the/dataset")
-        return None
-    root = Path(data["root"]).expanduser()
-    if not root.is_dir():
-        raise MissingFileError(f"data={data['name']}: no dataset folder {root}; pass data.root=/path/to/{root.name} or "
-                               "set ZSIQA_DATA to the folder that holds your datasets (default ./data)")
-    return root
 
 
 def image_windows(metric: FRMetric | None) -> WindowCount:

@@ -27,8 +27,8 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from ..backbones import create_backbone
-from ..config import dataset_config, transform_label
-from ..data import DATASETS, PairItem
+from ..config import dataset_config
+from ..data import DATASETS, PairItem, data_root
 from ..distances import DistanceHead, get_distance
 from ..errors import ConfigError
 from ..files import atomic_write_text
@@ -37,10 +37,11 @@ from ..metric import FRMetric
 from ..presets import resolve_distance
 from ..reporting.training_report import cross_dataset_table, log_wandb_final, weights_plot, write_score_rows
 from ..stats import correlations
+from ..transforms import transform_label
 from .method import HeadFit, IQAModule, compile_backbone
 from .mos_objectives import get_loss
 from .run_folder import changed_keys, plain_config, refuse_to_resume
-from .runner import align_policy, data_root, image_windows, make_datamodule
+from .runner import align_policy, image_windows, make_datamodule
 from .split import positions_of, split_by_reference
 from .term_cache import TermTable, cache_file, cached_terms, compute_terms, term_cache_key
 from .term_data import TermDataModule

@@ -16,8 +16,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from ..config import transform_label
 from ..errors import MissingFileError
+from ..transforms import transform_label
 
 
 def find_summaries(folder: str | os.PathLike) -> list[dict]:
