@@ -15,7 +15,7 @@ import torch
 
 from ..baselines import Baseline
 from ..data.datamodule import reference_groups
-from ..metric import Features, FRMetric, align_pair
+from ..metric import Features, FRMetric, align_pair, score_pairs
 from ..reporting.results import ScoreWriter
 
 
@@ -100,9 +100,7 @@ class EvaluationModule(L.LightningModule):
             first = self.metrics[names[0]]
             d = align_pair(ref, dis, self.align, f"distance {names[0]!r}") if group[1] else dis
             f_ref = self._ref_features((group, ref_id, tuple(ref.shape)), first, ref)
-            f_dis = first.features(d)
-            for name in names:
-                scores[name] = self.metrics[name].score_features(f_ref, f_dis)
+            scores.update(score_pairs({name: self.metrics[name] for name in names}, f_ref, d))
         for b in self.baselines:
             d = align_pair(ref, dis, self.align, f"baseline {b.name!r}")
             scores[b.name] = b.fn(ref.expand(len(d), -1, -1, -1), d).float()

@@ -140,12 +140,13 @@ def compute_terms(metric: FRMetric, data: FRDataModule, channels: bool = False, 
             for ref_id, ref, dis, samples in reference_groups(batch):
                 if (ref_id, ref.shape) != ref_key:
                     ref_key, f_ref = (ref_id, ref.shape), metric.features(ref.to(metric.device))
-                f_dis = metric.features(align_pair(ref, dis, align, "compute_terms").to(metric.device))
+                d = align_pair(ref, dis, align, "compute_terms").to(metric.device)
+                layer_terms, channel_terms = metric.terms(f_ref, d, channels=channels)  # streamed over d's windows
                 rows = [position[int(s["index"])] for s in samples]
-                for row, t in zip(rows, metric.layer_terms(f_ref, f_dis).cpu()):
+                for row, t in zip(rows, layer_terms.cpu()):
                     layer[row] = t
                 if channels:
-                    per_layer = [t.cpu() for t in metric.channel_terms(f_ref, f_dis)]
+                    per_layer = [t.cpu() for t in channel_terms]
                     for j, row in enumerate(rows):
                         channel[row] = [t[j] for t in per_layer]
             bar.update(len(batch))

@@ -1,0 +1,170 @@
+"""Several distance heads on the same windows at once, the reference broadcast against many distorted images.
+
+Run one by one, the paper's heads each rebuild the same intermediates from the same features (token stack, the
+64-row columns, their softmax, the squared difference), and the reference is copied once per distorted image. Here
+the reference side is computed once per window slice and broadcast (never copied) against the distorted images, and
+each intermediate is computed once for all heads that use it. Every element goes through the heads' own operations in
+their order, so the scores are the heads' alone (the tests check it).
+
+Heads without a fused form (swd, swd_fixed, embed_cos, deepssim, any newly registered head) run as they are, on the
+reference repeated for the distorted images of the call: in call order, so swd's global-RNG draws are unchanged.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from . import DistanceHead, Feats, get_distance
+from .basic import COS_EPS, _guarded_mean, _sum_dtype, feature_layout
+from .distribution import (
+    EPS,
+    JSD_MEAN_EPS,
+    _adaptive_weight,
+    _at_least_fp32,
+    _columns,
+    _inf_to_zero,
+    _map_as_tokens,
+    _token_stack,
+)
+
+FUSED = ("l2", "cos", "cos_channel", "skld", "jsd", "wsd")
+DISTRIBUTION = ("skld", "jsd", "wsd")
+# Windows whose head intermediates exist at once (each about one window's taps in size, a handful alive at a time):
+# bounds the heads' memory whatever the chunk; one window's working set stays in cache, measured fastest on CPU.
+HEAD_WINDOWS = 1
+
+
+def is_fused(head: DistanceHead) -> bool:
+    """True for the registered l2, cos, cos_channel, skld, jsd and wsd heads (not for a custom head of the same name)."""
+    return head.name in FUSED and head is get_distance(head.name)
+
+
+def window_scores(heads: Sequence[DistanceHead], ref: Feats, dis: Feats) -> dict[str, torch.Tensor]:
+    """``{head name: [M_d]}`` per-window scores of ``dis`` against ``ref``, as each ``head.fn`` would give them.
+
+    ``ref``: the taps of ``M_r`` windows; ``dis``: of ``M_d = n * M_r`` windows, image-major (``n`` distorted images
+    compared with the same reference windows). Window heads only (``kind`` "window" or "embed").
+    """
+    m_r, m_d = ref[0].shape[0], dis[0].shape[0]
+    if m_r == 0 or m_d % m_r:
+        raise ValueError(f"{m_d} distorted windows are not a whole number of images of the reference's {m_r} windows")
+    n = m_d // m_r
+    fused = [h.name for h in heads if is_fused(h)]
+    out = {}
+    if fused:
+        layout = feature_layout(ref, [d[:m_r] for d in dis])
+        scores = {name: torch.empty(n, m_r, dtype=_score_dtype(name, ref[0].dtype)) for name in fused}
+        width = min(m_r, HEAD_WINDOWS)
+        for s in range(0, m_r, width):
+            w = slice(s, s + width)
+            shared = _reference_side([r[w] for r in ref], layout, fused)
+            per = max(1, HEAD_WINDOWS // width)
+            for a in range(0, n, per):
+                b = min(a + per, n)
+                d = [t.view(n, m_r, *t.shape[1:])[a:b, w] for t in dis]
+                for name, value in _fused_scores(shared, d, layout, fused).items():
+                    scores[name][a:b, w] = value
+        out = {name: v.view(m_d) for name, v in scores.items()}
+    others = [h for h in heads if not is_fused(h)]
+    if others:
+        repeated = ref if n == 1 else [r.repeat(n, *([1] * (r.ndim - 1))) for r in ref]
+        out.update({h.name: h.fn(repeated, dis) for h in others})
+    return out
+
+
+def _score_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
+    """What the head alone returns: l2/cos sum layers in at least fp32; wsd runs in at least fp32."""
+    return dtype if name in ("skld", "jsd") else _sum_dtype(dtype)
+
+
+def _columns_of(feats: list[torch.Tensor], layout: str) -> list[torch.Tensor]:
+    """The paper's ``[..., 64, J]`` columns: one of the whole token stack, or one per map layer. ``feats`` carry a
+    leading image axis ``[g, M, ...]``, folded into the window axis for the construction and restored after."""
+    g, m = feats[0].shape[:2]
+    flat = [f.reshape(g * m, *f.shape[2:]) for f in feats]
+    stacks = [_token_stack(flat)] if layout == "tokens" else [_map_as_tokens(f) for f in flat]
+    return [c.view(g, m, *c.shape[1:]) for c in map(_columns, stacks)]
+
+
+def _reference_side(ref: list[torch.Tensor], layout: str, names: list[str]) -> dict:
+    """Everything the heads need from the reference windows alone, each with a leading axis 1 to broadcast."""
+    r = [t.unsqueeze(0) for t in ref]
+    shared: dict = {"taps": r}
+    if any(name in DISTRIBUTION for name in names):
+        shared["cols"] = cols = _columns_of(r, layout)
+        if "skld" in names or "jsd" in names:
+            qs = [F.softmax(xr, dim=-2).add_(EPS).clamp_(min=EPS) for xr in cols]
+            shared["bins"] = [(q, q.log()) for q in qs]
+        if "wsd" in names:  # wsd runs in at least fp32: its own columns only for lower-precision features
+            wide = cols if _is_wide(r[0]) else _columns_of([_at_least_fp32(t) for t in r], layout)
+            shared["wsd"] = [(xr, F.softmax(xr, dim=-1).cumsum(-2)) for xr in wide]
+    return shared
+
+
+def _is_wide(x: torch.Tensor) -> bool:
+    return _at_least_fp32(x).dtype == x.dtype
+
+
+def _fused_scores(shared: dict, dis: list[torch.Tensor], layout: str, names: list[str]) -> dict[str, torch.Tensor]:
+    """``{name: [g, w]}`` for distorted taps ``[g, w, ...]`` against the reference side ``shared``."""
+    r = shared["taps"]
+    out = {}
+    if "l2" in names:
+        terms = torch.stack([((d - t) ** 2).flatten(2).mean(2) for t, d in zip(r, dis)], 2)
+        out["l2"] = terms.to(_sum_dtype(terms.dtype)).sum(2)
+    for name, dim in (("cos", -1), ("cos_channel", -1 if layout == "tokens" else 2)):
+        if name in names:
+            terms = torch.stack([_window_mean(1 - F.cosine_similarity(d, t, dim=dim, eps=COS_EPS))
+                                 for t, d in zip(r, dis)], 2)
+            out[name] = terms.to(_sum_dtype(terms.dtype)).sum(2)
+    finals: dict[str, list[torch.Tensor]] = {name: [] for name in DISTRIBUTION if name in names}
+    if not finals:
+        return out
+    wide = _is_wide(dis[0])
+    cols = _columns_of(dis, layout)
+    wide_cols = cols if wide else _columns_of([_at_least_fp32(d) for d in dis], layout)
+    for i, (xr, xd) in enumerate(zip(shared["cols"], cols)):
+        # The column L2 term of skld and wsd: computed once when both run in the features' dtype.
+        sq = ((xd - xr) ** 2).sum(-2) if "skld" in finals or (wide and "wsd" in finals) else None
+        if "bins" in shared:
+            q, log_q = shared["bins"][i]
+            p = F.softmax(xd, dim=-2).add_(EPS).clamp_(min=EPS)
+            log_p = p.log()
+            # F.kl_div(input, target) is target * log(target) - target * input, summed here over the 64 rows.
+            if "skld" in finals:
+                part1 = _kl_rows(p, log_p, log_q)
+                part2 = _kl_rows(q, log_q, log_p)
+                kld = (part1 + part2) / 2
+                finals["skld"].append((kld + sq * _adaptive_weight(kld)).mean(-1))
+            if "jsd" in finals:
+                log_mean = (p + q).div_(2).add_(JSD_MEAN_EPS).log_()
+                part1 = _kl_rows(p, log_p, log_mean)
+                part2 = _kl_rows(q, log_q, log_mean)
+                finals["jsd"].append(((part1 + part2) / 2).mean(-1))
+        if "wsd" in finals:
+            (wxr, v), wxd = shared["wsd"][i], wide_cols[i]
+            wsd = F.softmax(wxd, dim=-1).cumsum(-2).sub_(v).abs_()[..., :-1, :].sum(-2)
+            wsq = sq if wide else ((wxd - wxr) ** 2).sum(-2)
+            finals["wsd"].append((wsd + wsq * _adaptive_weight(wsd)).mean(-1))
+    for name, values in finals.items():
+        value = values[0] if layout == "tokens" else torch.stack(values, 2).mean(2)
+        out[name] = torch.log(value.clamp(min=0) + 1) ** 0.25  # as distribution._squashed
+    return out
+
+
+def _kl_rows(target: torch.Tensor, log_target: torch.Tensor, log_input: torch.Tensor) -> torch.Tensor:
+    """``F.kl_div(log_input, target, reduction="none").sum(-2)`` with ``log(target)`` given, inf set to 0."""
+    return _inf_to_zero((_x_log_x(target, log_target) - target * log_input).sum(-2))
+
+
+def _x_log_x(x: torch.Tensor, log_x: torch.Tensor) -> torch.Tensor:
+    """``torch.xlogy(x, x)`` as F.kl_div computes it (x > 0 here): from ``log_x`` in fp32 and wider; below fp32 by
+    xlogy itself, which rounds once where the product of the rounded log would round twice."""
+    return x * log_x if _is_wide(x) else torch.xlogy(x, x)
+
+
+def _window_mean(x: torch.Tensor) -> torch.Tensor:
+    """``_guarded_mean`` per window of ``[g, w, ...]`` -> ``[g, w]``."""
+    return _guarded_mean(x.reshape(x.shape[0] * x.shape[1], -1)).view(x.shape[0], x.shape[1])
