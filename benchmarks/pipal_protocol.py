@@ -64,6 +64,8 @@ def make_pipal(root: Path, refs: int, per_ref: int, size: int = 288) -> None:
 
 def run_engine(out: Path, overrides: list[str], distances: list[str]) -> tuple[float, dict[int, dict[str, float]]]:
     """``evaluate.py`` with ``overrides`` in a fresh process: (scoring seconds from its summary, scores by index).
+    Every ``run.*`` override must appear in the run's saved config (a build without the key must not pass for one
+    that has it).
 
     Raises RuntimeError with the last line of evaluate.py's error output if it fails (e.g. a key this build lacks)."""
     cmd = [sys.executable, str(REPO / "evaluate.py"), f"run.out={out}", "baselines=[]", *overrides]
@@ -71,6 +73,9 @@ def run_engine(out: Path, overrides: list[str], distances: list[str]) -> tuple[f
     if done.returncode:
         raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
     summary = json.loads(next(out.rglob("summary.json")).read_text())
+    for key, value in (o.split("=", 1) for o in overrides if o.startswith("run.")):
+        if str(summary["config"]["run"].get(key[4:])).lower() != value.lower():
+            raise RuntimeError(f"this build's evaluate.py has no {key} (its saved config lacks it)")
     with open(next(out.rglob("scores.csv")), newline="") as f:
         scores = {int(r["index"]): {d: float(r[d]) for d in distances} for r in csv.DictReader(f)}
     return float(summary["seconds"]), scores
@@ -197,7 +202,7 @@ def main() -> None:
             try:
                 seconds, scores = run_engine(Path(tmp) / f"run_{mode}", base + modes[mode], distances)
             except RuntimeError as e:
-                print(f"  engine {mode:8s}: not run: evaluate.py refused it: {e}")
+                print(f"  engine {mode:8s}: not run: {e}")
                 continue
             results[mode] = (seconds, scores)
             peak = peaks["bf16" if mode == "bf16" else "fp32"]

@@ -525,9 +525,14 @@ def test_fused_heads_equal_each_head_alone(layout, n, dtype):
     fused = window_scores([get_distance(x) for x in FUSED_MIX], ref, dis)
     repeated = [r.repeat(n, *([1] * (r.ndim - 1))) for r in ref]
     for name in FUSED_MIX:
-        alone = fn(name)(repeated, dis)
+        # The fused pass works window by window: so does the head here. Below fp32 the heads alone are not
+        # batch-invariant themselves (softmax kernels round differently for other batch shapes), so only window by
+        # window is the comparison exact there; in fp32 and fp64 the batched head agrees too.
+        alone = torch.cat([fn(name)([r[m : m + 1] for r in repeated], [d[m : m + 1] for d in dis]) for m in range(3 * n)])
         assert fused[name].dtype == alone.dtype and fused[name].shape == (3 * n,)
         torch.testing.assert_close(fused[name], alone, rtol=1e-6, atol=0, msg=name)
+        if dtype in (torch.float32, torch.float64):
+            torch.testing.assert_close(fused[name], fn(name)(repeated, dis), rtol=1e-6, atol=0, msg=name)
 
 
 def test_fused_heads_keep_swd_draws_in_window_order():

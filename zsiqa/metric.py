@@ -174,10 +174,10 @@ class FRMetric(nn.Module):
         window = self.backbone.window
         return 1 if window is None else len(window_grid(size[0], size[1], window, self.stride))
 
-    def chunks(self, num_images: int, num_windows: int) -> Iterator[tuple[slice, slice]]:
-        """``(images, windows)`` blocks of at most ``max_windows_per_batch`` windows, image-major: as many whole images
-        as fit, or one image's windows in runs when an image has more windows than that."""
-        per = self.max_windows_per_batch
+    def chunks(self, num_images: int, num_windows: int, budget: int | None = None) -> Iterator[tuple[slice, slice]]:
+        """``(images, windows)`` blocks of at most ``budget`` (default ``max_windows_per_batch``) windows, image-major:
+        as many whole images as fit, or one image's windows in runs when an image has more windows than that."""
+        per = budget or self.max_windows_per_batch
         if num_windows <= per:
             step = per // num_windows
             for a in range(0, num_images, step):
@@ -308,29 +308,36 @@ def window_outputs(requests: Mapping[str, tuple[FRMetric, str]], ref: Source, di
             f"different windows; distance {first.distance.name!r} compares the same windows of both. "
             "Use align='resize', or a size-free head such as 'deepssim'."
         )
+    # A reference given as images and needed chunk by chunk is computed alongside the distorted windows: each side
+    # then takes half a chunk, so the windows alive at once stay max_windows_per_batch.
+    streamed_ref = not isinstance(ref, Features) and (n_ref > 1 or k > first.max_windows_per_batch)
+    budget = max(1, first.max_windows_per_batch // 2) if streamed_ref else first.max_windows_per_batch
     parts: dict[str, list] = {}
-    whole_ref = None  # a single reference image's taps, computed once when every chunk takes all its windows
-    for images, windows in first.chunks(n, k):
-        if isinstance(ref, Features):
-            r = ref.select(images, windows)
-        elif n_ref == 1 and windows == slice(0, k):
-            if whole_ref is None:
-                whole_ref = first._taps(ref.to(first.device), windows)
-            r = whole_ref
-        else:
-            r = first._taps(ref[images if n_ref > 1 else slice(0, 1)].to(first.device), windows)
-        if isinstance(dis, Features):
-            d = dis.select(images, windows)
-        else:
-            d = first._taps(dis[images if n_dis > 1 else slice(0, 1)].to(first.device), windows)
+    whole_ref = None  # a single reference image's taps, when every chunk takes all its windows: computed once
+    if not isinstance(ref, Features) and not streamed_ref:
+        whole_ref = first._taps(ref.to(first.device), slice(0, k))
+    for images, windows in first.chunks(n, k, budget):
         g, w = images.stop - images.start, windows.stop - windows.start
-        for name, value in _chunk_outputs(requests, r, d).items():
+        for name, value in _chunk(requests, ref, dis, images, windows, whole_ref).items():
             if requests[name][1] == "channel":
                 per_window = [v.float().view(g, w, -1) for v in value]
             else:  # "score" [g*w] or "layer" [g*w, L]
                 per_window = value.float().view(g, w, *value.shape[1:])
             parts.setdefault(name, []).append((images, windows, per_window))
     return {name: _window_mean(chunks, n, k) for name, chunks in parts.items()}
+
+
+def _chunk(requests: Mapping[str, tuple[FRMetric, str]], ref: Source, dis: Source, images: slice, windows: slice,
+           whole_ref: list[torch.Tensor] | None) -> dict:
+    """Per-window outputs of one chunk; its features are freed on return, before the next chunk's exist."""
+    first = next(iter(requests.values()))[0]
+
+    def taps(source: Source) -> list[torch.Tensor]:
+        if isinstance(source, Features):
+            return source.select(images, windows)
+        return first._taps(source[images if source.shape[0] > 1 else slice(0, 1)].to(first.device), windows)
+
+    return _chunk_outputs(requests, whole_ref if whole_ref is not None else taps(ref), taps(dis))
 
 
 def _window_mean(parts: list, n: int, k: int) -> torch.Tensor | list[torch.Tensor]:

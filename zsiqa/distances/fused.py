@@ -34,6 +34,8 @@ DISTRIBUTION = ("skld", "jsd", "wsd")
 # Windows whose head intermediates exist at once (each about one window's taps in size, a handful alive at a time):
 # bounds the heads' memory whatever the chunk; one window's working set stays in cache, measured fastest on CPU.
 HEAD_WINDOWS = 1
+# skld and jsd treat every column on its own: they run on blocks of this many columns, whose intermediates stay in cache.
+COLUMN_BLOCK = 1024
 
 
 def is_fused(head: DistanceHead) -> bool:
@@ -51,27 +53,36 @@ def window_scores(heads: Sequence[DistanceHead], ref: Feats, dis: Feats) -> dict
     if m_r == 0 or m_d % m_r:
         raise ValueError(f"{m_d} distorted windows are not a whole number of images of the reference's {m_r} windows")
     n = m_d // m_r
-    fused = [h.name for h in heads if is_fused(h)]
+    names = [h.name for h in heads if is_fused(h)]
     out = {}
-    if fused:
+    if names:
         layout = feature_layout(ref, [d[:m_r] for d in dis])
-        scores = {name: torch.empty(n, m_r, dtype=_score_dtype(name, ref[0].dtype)) for name in fused}
-        width = min(m_r, HEAD_WINDOWS)
-        for s in range(0, m_r, width):
-            w = slice(s, s + width)
-            shared = _reference_side([r[w] for r in ref], layout, fused)
-            per = max(1, HEAD_WINDOWS // width)
-            for a in range(0, n, per):
-                b = min(a + per, n)
-                d = [t.view(n, m_r, *t.shape[1:])[a:b, w] for t in dis]
-                for name, value in _fused_scores(shared, d, layout, fused).items():
-                    scores[name][a:b, w] = value
-        out = {name: v.view(m_d) for name, v in scores.items()}
+        per_image = [t.view(n, m_r, *t.shape[1:]) for t in dis]
+        scores = _taps_scores([t.unsqueeze(0) for t in ref], per_image, layout, names)
+        if any(name in DISTRIBUTION for name in names):
+            scores.update(_distribution_scores(ref, per_image, layout, [x for x in names if x in DISTRIBUTION]))
+        out = {name: v.reshape(m_d) for name, v in scores.items()}
     others = [h for h in heads if not is_fused(h)]
     if others:
         repeated = ref if n == 1 else [r.repeat(n, *([1] * (r.ndim - 1))) for r in ref]
         out.update({h.name: h.fn(repeated, dis) for h in others})
     return out
+
+
+def _distribution_scores(ref: list[torch.Tensor], dis: list[torch.Tensor], layout: str, names: list[str]) -> dict:
+    """skld, jsd and wsd ``[n, w]`` of distorted taps ``[n, w, ...]`` against reference taps ``[w, ...]``, computed
+    ``HEAD_WINDOWS`` windows at a time, each reference slice's side once for all images."""
+    n, m_r = dis[0].shape[:2]
+    scores = {name: torch.empty(n, m_r, dtype=_score_dtype(name, ref[0].dtype)) for name in names}
+    width = min(m_r, HEAD_WINDOWS)
+    for s in range(0, m_r, width):
+        w = slice(s, s + width)
+        shared = _reference_side([r[w] for r in ref], layout, names)
+        step = max(1, HEAD_WINDOWS // width)
+        for a in range(0, n, step):
+            for name, value in _slice_scores(shared, [d[a : a + step, w] for d in dis], layout, names).items():
+                scores[name][a : a + step, w] = value
+    return scores
 
 
 def _score_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
@@ -89,17 +100,16 @@ def _columns_of(feats: list[torch.Tensor], layout: str) -> list[torch.Tensor]:
 
 
 def _reference_side(ref: list[torch.Tensor], layout: str, names: list[str]) -> dict:
-    """Everything the heads need from the reference windows alone, each with a leading axis 1 to broadcast."""
+    """What skld, jsd and wsd need from the reference windows alone, each with a leading axis 1 to broadcast."""
     r = [t.unsqueeze(0) for t in ref]
-    shared: dict = {"taps": r}
-    if any(name in DISTRIBUTION for name in names):
-        shared["cols"] = cols = _columns_of(r, layout)
-        if "skld" in names or "jsd" in names:
-            qs = [F.softmax(xr, dim=-2).add_(EPS).clamp_(min=EPS) for xr in cols]
-            shared["bins"] = [(q, q.log()) for q in qs]
-        if "wsd" in names:  # wsd runs in at least fp32: its own columns only for lower-precision features
-            wide = cols if _is_wide(r[0]) else _columns_of([_at_least_fp32(t) for t in r], layout)
-            shared["wsd"] = [(xr, F.softmax(xr, dim=-1).cumsum(-2)) for xr in wide]
+    cols = _columns_of(r, layout)
+    shared: dict = {"cols": cols}
+    if "skld" in names or "jsd" in names:
+        qs = [F.softmax(xr, dim=-2).add_(EPS).clamp_(min=EPS) for xr in cols]
+        shared["bins"] = [(q, q.log()) for q in qs]
+    if "wsd" in names:  # wsd runs in at least fp32: its own columns only for lower-precision features
+        wide = cols if _is_wide(r[0]) else _columns_of([_at_least_fp32(t) for t in r], layout)
+        shared["wsd"] = [(xr, F.softmax(xr, dim=-1).cumsum(-2)) for xr in wide]
     return shared
 
 
@@ -107,21 +117,25 @@ def _is_wide(x: torch.Tensor) -> bool:
     return _at_least_fp32(x).dtype == x.dtype
 
 
-def _fused_scores(shared: dict, dis: list[torch.Tensor], layout: str, names: list[str]) -> dict[str, torch.Tensor]:
-    """``{name: [g, w]}`` for distorted taps ``[g, w, ...]`` against the reference side ``shared``."""
-    r = shared["taps"]
+def _taps_scores(ref: list[torch.Tensor], dis: list[torch.Tensor], layout: str, names: list[str]) -> dict:
+    """l2, cos and cos_channel ``[n, w]`` of distorted taps ``[n, w, ...]`` against the reference ``[1, w, ...]``, one
+    layer at a time over all images (their intermediates are one layer in size), as the heads alone reduce them."""
     out = {}
     if "l2" in names:
-        terms = torch.stack([((d - t) ** 2).flatten(2).mean(2) for t, d in zip(r, dis)], 2)
+        terms = torch.stack([((d - t) ** 2).flatten(2).mean(2) for t, d in zip(ref, dis)], 2)
         out["l2"] = terms.to(_sum_dtype(terms.dtype)).sum(2)
     for name, dim in (("cos", -1), ("cos_channel", -1 if layout == "tokens" else 2)):
         if name in names:
             terms = torch.stack([_window_mean(1 - F.cosine_similarity(d, t, dim=dim, eps=COS_EPS))
-                                 for t, d in zip(r, dis)], 2)
+                                 for t, d in zip(ref, dis)], 2)
             out[name] = terms.to(_sum_dtype(terms.dtype)).sum(2)
+    return out
+
+
+def _slice_scores(shared: dict, dis: list[torch.Tensor], layout: str, names: list[str]) -> dict:
+    """skld, jsd and wsd ``[g, w]`` of distorted taps ``[g, w, ...]`` against the reference side ``shared``."""
+    out = {}
     finals: dict[str, list[torch.Tensor]] = {name: [] for name in DISTRIBUTION if name in names}
-    if not finals:
-        return out
     wide = _is_wide(dis[0])
     cols = _columns_of(dis, layout)
     wide_cols = cols if wide else _columns_of([_at_least_fp32(d) for d in dis], layout)
@@ -130,19 +144,16 @@ def _fused_scores(shared: dict, dis: list[torch.Tensor], layout: str, names: lis
         sq = ((xd - xr) ** 2).sum(-2) if "skld" in finals or (wide and "wsd" in finals) else None
         if "bins" in shared:
             q, log_q = shared["bins"][i]
-            p = F.softmax(xd, dim=-2).add_(EPS).clamp_(min=EPS)
-            log_p = p.log()
-            # F.kl_div(input, target) is target * log(target) - target * input, summed here over the 64 rows.
-            if "skld" in finals:
-                part1 = _kl_rows(p, log_p, log_q)
-                part2 = _kl_rows(q, log_q, log_p)
-                kld = (part1 + part2) / 2
+            blocks: dict[str, list[torch.Tensor]] = {name: [] for name in ("skld", "jsd") if name in finals}
+            for c in range(0, xd.shape[-1], COLUMN_BLOCK):
+                block = slice(c, c + COLUMN_BLOCK)
+                for name, value in _bin_divergences(xd[..., block], q[..., block], log_q[..., block], blocks).items():
+                    blocks[name].append(value)
+            if "skld" in blocks:
+                kld = torch.cat(blocks["skld"], -1)
                 finals["skld"].append((kld + sq * _adaptive_weight(kld)).mean(-1))
-            if "jsd" in finals:
-                log_mean = (p + q).div_(2).add_(JSD_MEAN_EPS).log_()
-                part1 = _kl_rows(p, log_p, log_mean)
-                part2 = _kl_rows(q, log_q, log_mean)
-                finals["jsd"].append(((part1 + part2) / 2).mean(-1))
+            if "jsd" in blocks:
+                finals["jsd"].append(torch.cat(blocks["jsd"], -1).mean(-1))
         if "wsd" in finals:
             (wxr, v), wxd = shared["wsd"][i], wide_cols[i]
             wsd = F.softmax(wxd, dim=-1).cumsum(-2).sub_(v).abs_()[..., :-1, :].sum(-2)
@@ -151,6 +162,20 @@ def _fused_scores(shared: dict, dis: list[torch.Tensor], layout: str, names: lis
     for name, values in finals.items():
         value = values[0] if layout == "tokens" else torch.stack(values, 2).mean(2)
         out[name] = torch.log(value.clamp(min=0) + 1) ** 0.25  # as distribution._squashed
+    return out
+
+
+def _bin_divergences(xd: torch.Tensor, q: torch.Tensor, log_q: torch.Tensor, names) -> dict[str, torch.Tensor]:
+    """Per column of a block of columns ``[g, w, 64, c]``: skld's symmetric KL and jsd's Jensen-Shannon value."""
+    p = F.softmax(xd, dim=-2).add_(EPS).clamp_(min=EPS)
+    log_p = p.log()
+    out = {}
+    # F.kl_div(input, target) is target * log(target) - target * input, summed here over the 64 rows.
+    if "skld" in names:
+        out["skld"] = (_kl_rows(p, log_p, log_q) + _kl_rows(q, log_q, log_p)) / 2
+    if "jsd" in names:
+        log_mean = (p + q).div_(2).add_(JSD_MEAN_EPS).log_()
+        out["jsd"] = (_kl_rows(p, log_p, log_mean) + _kl_rows(q, log_q, log_mean)) / 2
     return out
 
 
