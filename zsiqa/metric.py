@@ -27,9 +27,10 @@ PRESETS: dict[str, dict] = {
 FIXED_VARIANTS = {"cos": "cos_channel", "swd": "swd_fixed"}
 OFFICIAL_STRIDE = 200
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-# Whole-image backbones (efficientnet_lite0, vgg16, timm: CNNs) need memory in proportion to the image area: about
-# 2 GB for a 4096 x 3072 pair with efficientnet_lite0 (README "Benchmarks"). Larger images are refused, never
-# silently resized or tiled (either would change the score); ``max_image_side`` raises or lifts the bound.
+# Whole-image backbones (efficientnet_lite0, vgg16, timm: CNNs) need memory in proportion to the image area: a
+# 4096 x 3072 pair peaks at 5.5 GB with efficientnet_lite0 (measured, README "Benchmarks"; vgg16 needs more). Larger
+# images are refused, never silently resized or tiled (either would change the score); ``max_image_side`` raises or
+# lifts the bound.
 MAX_IMAGE_SIDE = 4096
 
 
@@ -196,8 +197,8 @@ class FRMetric(nn.Module):
         if self.max_image_side is not None and max(h, w) > self.max_image_side:
             raise InputError(
                 f"a {w}x{h} image exceeds max_image_side={self.max_image_side} for backbone {self.backbone.name!r}, "
-                "which runs on the whole image (memory grows with its area, about 0.4 KB per pixel for "
-                "efficientnet_lite0 and more for vgg16); raise the limit with max_image_side= (evaluate.py / train.py: "
+                "which runs on the whole image (memory grows with its area: a 4096x3072 pair takes about 5.5 GB with "
+                "efficientnet_lite0, more with vgg16); raise the limit with max_image_side= (evaluate.py / train.py: "
                 "run.max_image_side=) if the memory is there, or resize the image"
             )
 
@@ -422,7 +423,7 @@ def create_metric(
 
     distance: default "l2". pretrained / weights: see ``zsiqa.backbones.create_backbone``. preset: "paper" (default;
     bit-faithful to the official code) or "fixed" (its bugs fixed). options: normalize, precision, stride,
-    max_windows_per_batch, align. head: a head checkpoint from train.py (``head.pt``): its stored config decides
+    max_windows_per_batch, max_image_side, align. head: a head checkpoint from train.py (``head.pt``): its stored config decides
     backbone, distance, preset, normalize and stride; any of them given explicitly must agree with it.
     """
     if head is not None:

@@ -71,23 +71,26 @@ def window_scores(heads: Sequence[DistanceHead], ref: Feats, dis: Feats) -> dict
 
 def _distribution_scores(ref: list[torch.Tensor], dis: list[torch.Tensor], layout: str, names: list[str]) -> dict:
     """skld, jsd and wsd ``[n, w]`` of distorted taps ``[n, w, ...]`` against reference taps ``[w, ...]``, computed
-    ``HEAD_WINDOWS`` windows at a time, each reference slice's side once for all images."""
+    ``HEAD_WINDOWS`` windows at a time, each reference slice's side once for all images. The per-column values of
+    every window are kept and averaged over columns at once, a reduction of the same shape as the heads' alone."""
     n, m_r = dis[0].shape[:2]
-    scores = {name: torch.empty(n, m_r, dtype=_score_dtype(name, ref[0].dtype)) for name in names}
+    columns: dict[str, list[torch.Tensor]] = {}
     width = min(m_r, HEAD_WINDOWS)
     for s in range(0, m_r, width):
         w = slice(s, s + width)
         shared = _reference_side([r[w] for r in ref], layout, names)
         step = max(1, HEAD_WINDOWS // width)
         for a in range(0, n, step):
-            for name, value in _slice_scores(shared, [d[a : a + step, w] for d in dis], layout, names).items():
-                scores[name][a : a + step, w] = value
-    return scores
-
-
-def _score_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
-    """What the head alone returns: l2/cos sum layers in at least fp32; wsd runs in at least fp32."""
-    return dtype if name in ("skld", "jsd") else _sum_dtype(dtype)
+            for name, layers in _slice_columns(shared, [d[a : a + step, w] for d in dis], layout, names).items():
+                if name not in columns:
+                    columns[name] = [v.new_empty(n, m_r, v.shape[-1]) for v in layers]
+                for whole, v in zip(columns[name], layers):
+                    whole[a : a + step, w] = v
+    out = {}
+    for name, layers in columns.items():
+        value = layers[0].mean(-1) if layout == "tokens" else torch.stack([v.mean(-1) for v in layers], 2).mean(2)
+        out[name] = torch.log(value.clamp(min=0) + 1) ** 0.25  # as distribution._squashed
+    return out
 
 
 def _columns_of(feats: list[torch.Tensor], layout: str) -> list[torch.Tensor]:
@@ -132,36 +135,33 @@ def _taps_scores(ref: list[torch.Tensor], dis: list[torch.Tensor], layout: str, 
     return out
 
 
-def _slice_scores(shared: dict, dis: list[torch.Tensor], layout: str, names: list[str]) -> dict:
-    """skld, jsd and wsd ``[g, w]`` of distorted taps ``[g, w, ...]`` against the reference side ``shared``."""
-    out = {}
-    finals: dict[str, list[torch.Tensor]] = {name: [] for name in DISTRIBUTION if name in names}
+def _slice_columns(shared: dict, dis: list[torch.Tensor], layout: str, names: list[str]) -> dict:
+    """Per column, before the mean over columns: ``{name: one [g, w, J] per column set}`` for skld, jsd and wsd of
+    distorted taps ``[g, w, ...]`` against the reference side ``shared`` (one set for tokens, one per map layer)."""
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in DISTRIBUTION if name in names}
     wide = _is_wide(dis[0])
     cols = _columns_of(dis, layout)
     wide_cols = cols if wide else _columns_of([_at_least_fp32(d) for d in dis], layout)
     for i, (xr, xd) in enumerate(zip(shared["cols"], cols)):
         # The column L2 term of skld and wsd: computed once when both run in the features' dtype.
-        sq = ((xd - xr) ** 2).sum(-2) if "skld" in finals or (wide and "wsd" in finals) else None
+        sq = ((xd - xr) ** 2).sum(-2) if "skld" in out or (wide and "wsd" in out) else None
         if "bins" in shared:
             q, log_q = shared["bins"][i]
-            blocks: dict[str, list[torch.Tensor]] = {name: [] for name in ("skld", "jsd") if name in finals}
+            blocks: dict[str, list[torch.Tensor]] = {name: [] for name in ("skld", "jsd") if name in out}
             for c in range(0, xd.shape[-1], COLUMN_BLOCK):
                 block = slice(c, c + COLUMN_BLOCK)
                 for name, value in _bin_divergences(xd[..., block], q[..., block], log_q[..., block], blocks).items():
                     blocks[name].append(value)
             if "skld" in blocks:
                 kld = torch.cat(blocks["skld"], -1)
-                finals["skld"].append((kld + sq * _adaptive_weight(kld)).mean(-1))
+                out["skld"].append(kld + sq * _adaptive_weight(kld))
             if "jsd" in blocks:
-                finals["jsd"].append(torch.cat(blocks["jsd"], -1).mean(-1))
-        if "wsd" in finals:
+                out["jsd"].append(torch.cat(blocks["jsd"], -1))
+        if "wsd" in out:
             (wxr, v), wxd = shared["wsd"][i], wide_cols[i]
             wsd = F.softmax(wxd, dim=-1).cumsum(-2).sub_(v).abs_()[..., :-1, :].sum(-2)
             wsq = sq if wide else ((wxd - wxr) ** 2).sum(-2)
-            finals["wsd"].append((wsd + wsq * _adaptive_weight(wsd)).mean(-1))
-    for name, values in finals.items():
-        value = values[0] if layout == "tokens" else torch.stack(values, 2).mean(2)
-        out[name] = torch.log(value.clamp(min=0) + 1) ** 0.25  # as distribution._squashed
+            out["wsd"].append(wsd + wsq * _adaptive_weight(wsd))
     return out
 
 
