@@ -12,9 +12,9 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from zsiqa import create_metric  # noqa: E402
+from zsiqa import create_metric
 
 
 def main() -> None:

@@ -502,6 +502,79 @@ def test_dtypes_follow_the_paper():
     assert fn("l2")(ref, dis).dtype == torch.float64
 
 
+# ---------------------------------------------------------------- fused heads (several heads, one pass)
+
+FUSED_MIX = ["l2", "cos", "cos_channel", "skld", "jsd", "wsd", "swd_fixed"]
+
+
+def one_ref_many_dis(layout, n, dtype, windows=3):
+    """One reference's ``windows`` windows and ``n`` distorted images of those windows (image-major)."""
+    ref, _ = token_feats(m=windows, layers=3, t=37, c=20) if layout == "tokens" else map_feats(m=windows)
+    dis = [torch.cat([r + (0.2 + 0.3 * i) * randn(*r.shape, seed=50 + 7 * i + j) for i in range(n)])
+           for j, r in enumerate(ref)]
+    return [r.to(dtype) for r in ref], [d.to(dtype) for d in dis]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("n", [1, 4])
+@pytest.mark.parametrize("layout", ["tokens", "maps"])
+def test_fused_heads_equal_each_head_alone(layout, n, dtype):
+    from zsiqa.distances.fused import window_scores
+
+    ref, dis = one_ref_many_dis(layout, n, dtype)
+    fused = window_scores([get_distance(x) for x in FUSED_MIX], ref, dis)
+    repeated = [r.repeat(n, *([1] * (r.ndim - 1))) for r in ref]
+    for name in FUSED_MIX:
+        # The fused pass works window by window: so does the head here. Below fp32 the heads alone are not
+        # batch-invariant themselves (softmax kernels round differently for other batch shapes), so only window by
+        # window is the comparison exact there; in fp32 and fp64 the batched head agrees too.
+        alone = torch.cat([fn(name)([r[m : m + 1] for r in repeated], [d[m : m + 1] for d in dis]) for m in range(3 * n)])
+        assert fused[name].dtype == alone.dtype and fused[name].shape == (3 * n,)
+        torch.testing.assert_close(fused[name], alone, rtol=1e-6, atol=0, msg=name)
+        if dtype in (torch.float32, torch.float64):
+            torch.testing.assert_close(fused[name], fn(name)(repeated, dis), rtol=1e-6, atol=0, msg=name)
+
+
+def test_fused_heads_keep_swd_draws_in_window_order():
+    from zsiqa.distances.fused import window_scores
+
+    ref, dis = one_ref_many_dis("tokens", 3, torch.float32)
+    torch.manual_seed(0)
+    fused = window_scores([get_distance(x) for x in ("skld", "swd", "l2")], ref, dis)
+    torch.manual_seed(0)
+    alone = fn("swd")([r.repeat(3, 1, 1) for r in ref], dis)
+    assert torch.equal(fused["swd"], alone)
+
+
+def test_fused_heads_slice_windows_without_changing_scores(monkeypatch):
+    from zsiqa.distances import fused
+
+    ref, dis = one_ref_many_dis("tokens", 5, torch.float32, windows=4)
+    heads = [get_distance(x) for x in ("l2", "cos", "skld", "jsd", "wsd")]
+    monkeypatch.setattr(fused, "HEAD_WINDOWS", 1)
+    one = fused.window_scores(heads, ref, dis)
+    monkeypatch.setattr(fused, "HEAD_WINDOWS", 64)
+    many = fused.window_scores(heads, ref, dis)
+    for name in one:
+        torch.testing.assert_close(one[name], many[name], rtol=1e-6, atol=0)
+
+
+def test_fused_path_only_for_the_registered_heads():
+    from zsiqa.distances import DistanceHead
+    from zsiqa.distances.fused import is_fused, window_scores
+
+    def triple_l2(ref, dis):
+        return 3 * fn("l2")(ref, dis)
+
+    custom = DistanceHead("l2", triple_l2)
+    assert is_fused(get_distance("l2")) and not is_fused(custom) and not is_fused(get_distance("swd_fixed"))
+    ref, dis = one_ref_many_dis("tokens", 2, torch.float64)
+    got = window_scores([custom], ref, dis)["l2"]
+    torch.testing.assert_close(got, 3 * fn("l2")([r.repeat(2, 1, 1) for r in ref], dis))
+    with pytest.raises(ValueError, match="not a whole number of images"):
+        window_scores([get_distance("l2")], ref, [d[:5] for d in dis])
+
+
 # ---------------------------------------------------------------- errors
 
 

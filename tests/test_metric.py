@@ -3,6 +3,7 @@ import torch
 from PIL import Image
 
 from zsiqa.distances import get_distance
+from zsiqa.errors import InputError
 from zsiqa.metric import FRMetric
 
 
@@ -54,8 +55,9 @@ def test_reference_broadcast_is_chunked_without_changing_scores(tiny_backbone):
     ref, dis = torch.rand(1, 3, 40, 40), torch.rand(7, 3, 40, 40)  # 4 windows per image
     whole = make(tiny_backbone, "wsd")
     chunked = make(tiny_backbone, "wsd", max_windows_per_batch=8)  # 2 distorted images (8 windows) per chunk
-    chunks = list(chunked._chunks(chunked.features(ref), chunked.features(dis)))
-    assert [c[1].num_images for c in chunks] == [2, 2, 2, 1] and all(len(c[0].taps[0]) <= 8 for c in chunks)
+    chunks = list(chunked.chunks(7, 4))
+    assert [images.stop - images.start for images, _ in chunks] == [2, 2, 2, 1]
+    assert all(windows == slice(0, 4) for _, windows in chunks)
     fr, fd = whole.features(ref), whole.features(dis)
     assert torch.allclose(chunked.score_features(fr, fd), whole.score_features(fr, fd), atol=1e-6)
     l2_whole, l2_chunked = make(tiny_backbone), make(tiny_backbone, max_windows_per_batch=8)
@@ -121,3 +123,69 @@ def test_clear_errors(tiny_backbone):
         make(tiny_backbone, preset="paperr")
     resized = make(tiny_backbone, align="resize")(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 32, 64))
     assert resized.shape == (1,)
+
+
+class CountingViT:
+    """Wraps a backbone's ``taps`` to record the windows of every call."""
+
+    def __init__(self, backbone):
+        self.calls = []
+        self.taps = backbone.taps
+        backbone.taps = self
+
+    def __call__(self, x):
+        self.calls.append(x.shape[0])
+        return self.taps(x)
+
+
+def test_scoring_streams_chunks_of_at_most_max_windows(tiny_backbone):
+    torch.manual_seed(6)
+    ref, dis = torch.rand(1, 3, 96, 128), torch.rand(3, 3, 96, 128)  # 3 x 4 = 12 windows per image
+    whole = make(tiny_backbone, "skld")
+    expected = whole.score_features(whole.features(ref), whole.features(dis))
+    counter = CountingViT(tiny_backbone)
+    streamed = make(tiny_backbone, "skld", max_windows_per_batch=8)(ref, dis)
+    # image by image, windows in runs of 4 (half of 8: the reference's run is computed alongside, for each image)
+    assert counter.calls == [4, 4] * 3 * 3
+    torch.testing.assert_close(streamed, expected, rtol=1e-6, atol=0)
+    counter.calls.clear()
+    make(tiny_backbone, "skld", max_windows_per_batch=24)(ref, dis)
+    assert counter.calls == [12, 24, 12]  # the reference once, then two distorted images per call
+
+
+def test_score_pairs_scores_several_metrics_in_one_pass(tiny_backbone):
+    from zsiqa.metric import score_pairs
+
+    torch.manual_seed(7)
+    ref, dis = torch.rand(1, 3, 40, 70), torch.rand(4, 3, 40, 70)
+    names = ["l2", "cos", "cos_channel", "skld", "jsd", "wsd", "swd_fixed"]
+    metrics = {name: make(tiny_backbone, name, max_windows_per_batch=8) for name in names}
+    first = metrics["l2"]
+    got = score_pairs(metrics, first.features(ref), dis)
+    for name, m in metrics.items():
+        torch.testing.assert_close(got[name], m(ref, dis), rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="does not share features"):
+        score_pairs({"a": first, "b": make(tiny_backbone, "l2", stride=16)}, ref, dis)
+
+
+def test_terms_stream_with_the_reference_features(tiny_backbone):
+    torch.manual_seed(8)
+    ref, dis = torch.rand(1, 3, 40, 70), torch.rand(3, 3, 40, 70)
+    metric = make(tiny_backbone, "cos", max_windows_per_batch=3)
+    layers, channels = metric.terms(metric.features(ref), dis, channels=True)
+    whole = make(tiny_backbone, "cos")
+    fr, fd = whole.features(ref), whole.features(dis)
+    torch.testing.assert_close(layers, whole.layer_terms(fr, fd), rtol=1e-6, atol=1e-7)
+    for a, b in zip(channels, whole.channel_terms(fr, fd)):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_whole_image_backbones_refuse_images_above_max_image_side(tiny_backbone):
+    tiny_backbone.window = None  # a whole-image backbone (like efficientnet_lite0, vgg16)
+    metric = make(tiny_backbone, max_image_side=48)
+    assert metric(torch.rand(1, 3, 48, 40), torch.rand(1, 3, 48, 40)).shape == (1,)
+    with pytest.raises(InputError, match=r"a 64x40 image exceeds max_image_side=48 .*run.max_image_side="):
+        metric(torch.rand(1, 3, 40, 64), torch.rand(1, 3, 40, 64))
+    assert make(tiny_backbone, max_image_side=None)(torch.rand(1, 3, 40, 64), torch.rand(1, 3, 40, 64)).shape == (1,)
+    with pytest.raises(ValueError, match="max_image_side must be >= 1"):
+        make(tiny_backbone, max_image_side=0)

@@ -82,6 +82,7 @@ class EvaluateRunConfig:
     batch_size: int = 16
     batch_windows: Optional[int] = None
     max_windows_per_batch: int = 64
+    max_image_side: Optional[int] = 4096  # whole-image backbones refuse larger images; null = no bound
     num_workers: int = 2
     precision: Optional[str] = None
     ref_cache: int = 4
@@ -129,6 +130,7 @@ class TrainRunConfig:
     batch_size: int = 16
     batch_windows: Optional[int] = None
     max_windows_per_batch: int = 64
+    max_image_side: Optional[int] = 4096  # whole-image backbones refuse larger images; null = no bound
     num_workers: int = 0
     precision: Optional[str] = None
     resume: bool = True

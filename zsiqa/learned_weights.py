@@ -24,7 +24,7 @@ from .backbones import Backbone, create_backbone
 from .distances import DistanceHead, get_distance
 from .errors import ConfigError, InputError, MissingFileError
 from .files import atomic_write
-from .metric import Features, FRMetric
+from .metric import FRMetric
 from .presets import resolve_distance
 
 HEAD_FORMAT = 1
@@ -108,14 +108,14 @@ class TrainedMetric(FRMetric):
             what = "per-channel" if weights.channels is not None else "per-layer"
             raise ValueError(f"distance {distance.name!r} has no {what} terms; learned heads need l2, cos or cos_channel")
         self.head = weights.requires_grad_(False)
+        self.window_output = "layer" if weights.channels is None else "channel"
 
     def config(self) -> dict:
         return {**super().config(), "head": "layer" if self.head.channels is None else "channel"}
 
-    @torch.no_grad()
-    def score_features(self, ref: Features, dis: Features) -> torch.Tensor:
-        terms = self.layer_terms(ref, dis) if self.head.channels is None else self.channel_terms(ref, dis)
-        return self.head(terms)
+    def score_from(self, averaged: Terms) -> torch.Tensor:
+        """The head's weighted sum of the window-averaged layer (or channel) terms."""
+        return self.head(averaged)
 
 
 def head_config(metric: FRMetric, weights: TermWeights, pretrained: bool, weights_file: str | None,

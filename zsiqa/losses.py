@@ -82,8 +82,7 @@ class PerceptualLoss(nn.Module):
         window = m.backbone.window
         crops, k = (x, 1) if window is None else crop_windows(x, window, m.stride)
         dtype = self.dtype or m.model_dtype()
-        if next(m.backbone.parameters()).dtype != dtype:
-            m.backbone.to(dtype)
+        m.backbone.cast(dtype)
         run = m.backbone.embed if m.distance.kind == "embed" else m.backbone.taps
         chunks = [run(c.to(dtype)) for c in crops.split(m.max_windows_per_batch)]
         if m.distance.kind == "embed":
@@ -102,8 +101,9 @@ class PerceptualLoss(nn.Module):
             raise InputError(f"got {ref.shape[0]} references for {dis.shape[0]} distorted images; give 1 or as many")
         if m.distance.kind != "image":
             dis = align_pair(ref, dis, m.align, f"distance {m.distance.name!r}")
-        r = self._features(ref).repeat_to(dis.shape[0])
-        d = self._features(dis)
+        r, d = self._features(ref), self._features(dis)
+        if r.num_images == 1 and d.num_images > 1:  # one reference for many distorted images: tile its windows
+            r = Features([t.repeat(d.num_images, *[1] * (t.ndim - 1)) for t in r.taps], d.num_images, r.num_windows, r.size)
         if m.distance.kind == "image":
             score = m.distance.fn(r.taps, d.taps, r.num_windows, d.num_windows)
         else:

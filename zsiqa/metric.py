@@ -3,22 +3,28 @@
 ``zsiqa.factory.create_metric`` builds one from names; presets live in ``zsiqa.presets``."""
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .backbones import Backbone
-from .distances import DistanceHead
+from .distances import DistanceHead, Feats
+from .distances.fused import window_scores
 from .errors import ConfigError, InputError
 from .io import ImageLike, resolve_exif, to_batch
 from .presets import PRESETS
-from .windows import crop_windows
+from .windows import crop_windows, window_grid
 
 OFFICIAL_STRIDE = 200
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Whole-image backbones (efficientnet_lite0, vgg16, timm: CNNs) need memory in proportion to the image area: a
+# 4096 x 3072 pair peaks at 5.5 GB with efficientnet_lite0 (measured, README "Benchmarks"; vgg16 needs more). Larger
+# images are refused, never silently resized or tiled (either would change the score); ``max_image_side`` raises or
+# lifts the bound.
+MAX_IMAGE_SIDE = 4096
 
 
 def align_pair(ref: torch.Tensor, dis: torch.Tensor, policy: str, what: str) -> torch.Tensor:
@@ -45,22 +51,16 @@ class Features:
     num_windows: int
     size: tuple[int, int]
 
-    def images(self, start: int, stop: int) -> "Features":
-        """Images ``start:stop`` (a single image stays as it is: it is broadcast against the other side)."""
+    def select(self, images: slice, windows: slice) -> list[torch.Tensor]:
+        """Taps of windows ``windows`` of images ``images``, image-major (a single image serves every image slice:
+        it is broadcast against the other side)."""
         if self.num_images == 1:
-            return self
+            images = slice(0, 1)
         k = self.num_windows
-        taps = [t[start * k : stop * k] for t in self.taps]
-        return Features(taps, min(stop, self.num_images) - start, k, self.size)
+        return [t.view(self.num_images, k, *t.shape[1:])[images, windows].flatten(0, 1) for t in self.taps]
 
-    def repeat_to(self, n: int) -> "Features":
-        """Broadcast a single image's features to ``n`` images (one reference against many distorted images)."""
-        if self.num_images == n:
-            return self
-        if self.num_images != 1:
-            raise ValueError(f"cannot broadcast features of {self.num_images} images to {n}")
-        taps = [t.unsqueeze(0).expand(n, *t.shape).reshape(n * t.shape[0], *t.shape[1:]) for t in self.taps]
-        return Features(taps, n, self.num_windows, self.size)
+
+Source = Features | torch.Tensor  # precomputed features, or images [N, 3, H, W] in [0, 1] whose windows stream
 
 
 class FRMetric(nn.Module):
@@ -69,8 +69,13 @@ class FRMetric(nn.Module):
     ``lower_better`` says the direction (True for distances, False for similarities such as DeepSSIM).
     Windows: the backbone's own window (224 for the paper's models) with ``stride`` (default 200, the official value,
     capped at the window); images smaller than the
-    window are zero-padded (``zsiqa.windows.pad_to_window``). ``max_windows_per_batch`` bounds memory on huge images.
+    window are zero-padded (``zsiqa.windows.pad_to_window``). Scoring streams chunks of at most
+    ``max_windows_per_batch`` windows (one backbone call each, scored at once), so memory does not grow with the
+    image or the batch. Whole-image backbones (``window=None``) refuse images with a side above ``max_image_side``.
+    ``window_output`` names what scoring needs per window: the "score" here ("layer" / "channel" terms for heads).
     """
+
+    window_output = "score"
 
     def __init__(
         self,
@@ -83,6 +88,7 @@ class FRMetric(nn.Module):
         max_windows_per_batch: int = 64,
         align: str = "error",
         exif: str = "auto",
+        max_image_side: int | None = MAX_IMAGE_SIDE,
     ) -> None:
         super().__init__()
         cfg = PRESETS.get(preset)
@@ -92,6 +98,8 @@ class FRMetric(nn.Module):
             raise ConfigError(f"precision must be one of {sorted(PRECISIONS)} or None, got {precision!r}")
         if max_windows_per_batch < 1:
             raise ConfigError(f"max_windows_per_batch must be >= 1, got {max_windows_per_batch}")
+        if max_image_side is not None and max_image_side < 1:
+            raise ConfigError(f"max_image_side must be >= 1 or None, got {max_image_side}")
         if stride is None:  # the official 200 px, or the window if smaller (a stride above the window leaves gaps)
             stride = min(OFFICIAL_STRIDE, backbone.window or OFFICIAL_STRIDE)
         if backbone.window is not None and not 0 < stride <= backbone.window:
@@ -105,6 +113,7 @@ class FRMetric(nn.Module):
         self.precision = precision
         self.stride = stride
         self.max_windows_per_batch = max_windows_per_batch
+        self.max_image_side = max_image_side
         self.align = align
         self.exif = resolve_exif(exif, preset)  # image files given by path: EXIF orientation applied or ignored
         self.fp32_distances = cfg["fp32_distances"]
@@ -141,79 +150,103 @@ class FRMetric(nn.Module):
             "align": self.align,
         }
 
-    @torch.no_grad()
-    def features(self, img: ImageLike | list[ImageLike]) -> Features:
-        """Backbone taps (or the embedding, for embedding heads) of every window of every image."""
-        x = to_batch(img, exif=self.exif).to(self.device)
-        n, size = x.shape[0], tuple(x.shape[-2:])
-        if self.normalize:
-            x = (x - self.mean) / self.std
+    def feature_key(self) -> tuple:
+        """Metrics with equal keys share features: feature kind (taps / embedding), whether windows are compared one
+        to one, and every setting that changes the features (backbone, preprocessing, precision, windows)."""
+        kind = "embed" if self.distance.kind == "embed" else "taps"
+        settings = tuple(sorted((k, str(v)) for k, v in self.config().items() if k not in ("distance", "head")))
+        return kind, self.distance.kind != "image", settings
+
+    def num_windows(self, size: tuple[int, int]) -> int:
+        """Windows of an image of ``size`` (H, W): 1 for whole-image backbones."""
+        window = self.backbone.window
+        return 1 if window is None else len(window_grid(size[0], size[1], window, self.stride))
+
+    def chunks(self, num_images: int, num_windows: int, budget: int | None = None) -> Iterator[tuple[slice, slice]]:
+        """``(images, windows)`` blocks of at most ``budget`` (default ``max_windows_per_batch``) windows, image-major:
+        as many whole images as fit, or one image's windows in runs when an image has more windows than that."""
+        per = budget or self.max_windows_per_batch
+        if num_windows <= per:
+            step = per // num_windows
+            for a in range(0, num_images, step):
+                yield slice(a, min(a + step, num_images)), slice(0, num_windows)
+        else:
+            for a in range(num_images):
+                for s in range(0, num_windows, per):
+                    yield slice(a, a + 1), slice(s, min(s + per, num_windows))
+
+    def _normalised(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std if self.normalize else x
+
+    def _check_side(self, x: torch.Tensor) -> None:
+        """Whole-image backbones need memory in proportion to the image area: refuse images above ``max_image_side``."""
+        h, w = x.shape[-2:]
+        if self.max_image_side is not None and max(h, w) > self.max_image_side:
+            raise InputError(
+                f"a {w}x{h} image exceeds max_image_side={self.max_image_side} for backbone {self.backbone.name!r}, "
+                "which runs on the whole image (memory grows with its area: a 4096x3072 pair takes about 5.5 GB with "
+                "efficientnet_lite0, more with vgg16); raise the limit with max_image_side= (evaluate.py / train.py: "
+                "run.max_image_side=) if the memory is there, or resize the image"
+            )
+
+    def _taps(self, x: torch.Tensor, windows: slice) -> list[torch.Tensor]:
+        """One backbone call: taps (or the embedding, for embedding heads) of windows ``windows`` of every image in
+        ``x`` [n, 3, H, W], image-major. Only those windows are cropped and preprocessed."""
         window = self.backbone.window
         if window is None:
-            crops, k = x, 1
-        else:
-            crops, k = crop_windows(x, window, self.stride)
+            self._check_side(x)
+            crops = self._normalised(x)
+        elif min(x.shape[-2:]) >= window:
+            crops = self._normalised(crop_windows(x, window, self.stride, windows)[0])
+        else:  # smaller than a window: normalised first, then zero-padded (``pad_to_window``)
+            crops = crop_windows(self._normalised(x), window, self.stride, windows)[0]
         dtype = self.model_dtype()
         self.backbone.cast(dtype)
-        run = self.backbone.embed if self.distance.kind == "embed" else self.backbone.taps
-        chunks = [run(c.to(dtype)) for c in crops.split(self.max_windows_per_batch)]
-        if self.distance.kind == "embed":
-            chunks = [[c] for c in chunks]
-        taps = [torch.cat([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+        crops = crops.to(dtype)
+        taps = [self.backbone.embed(crops)] if self.distance.kind == "embed" else self.backbone.taps(crops)
         if self.fp32_distances or dtype == torch.bfloat16:
             taps = [t.float() for t in taps]
-        return Features(taps, n, k, size)
-
-    def _chunks(self, ref: Features, dis: Features) -> Iterator[tuple[Features, Features]]:
-        """Matched (ref, dis) pairs of at most ``max_windows_per_batch`` windows each, in image order: one reference
-        broadcast to many distorted images is materialised chunk by chunk, so memory stays bounded."""
-        n = max(ref.num_images, dis.num_images)
-        if ref.num_images not in (1, n) or dis.num_images not in (1, n):
-            raise ValueError(f"cannot pair features of {ref.num_images} and {dis.num_images} images")
-        if self.distance.kind != "image" and ref.num_windows != dis.num_windows:
-            raise InputError(
-                f"reference ({ref.size[0]}x{ref.size[1]}) and distorted ({dis.size[0]}x{dis.size[1]}) images give "
-                f"different windows; distance {self.distance.name!r} compares the same windows of both. Resize the "
-                "distorted image to the reference (align='resize' in create_metric, --align resize in zsiqa score), "
-                "or use a size-free head such as 'deepssim'."
-            )
-        per = max(1, self.max_windows_per_batch // max(ref.num_windows, dis.num_windows))
-        for start in range(0, n, per):
-            r, d = ref.images(start, start + per), dis.images(start, start + per)
-            m = max(r.num_images, d.num_images)
-            yield r.repeat_to(m), d.repeat_to(m)
+        return taps
 
     @torch.no_grad()
-    def score_features(self, ref: Features, dis: Features) -> torch.Tensor:
-        """Scores ``[N]`` from precomputed features (reuse one reference's features for many distorted images)."""
-        out = []
-        for r, d in self._chunks(ref, dis):
-            if self.distance.kind == "image":
-                out.append(self.distance.fn(r.taps, d.taps, r.num_windows, d.num_windows).float())
-            else:
-                out.append(self.distance.fn(r.taps, d.taps).float().view(r.num_images, r.num_windows).mean(1))
-        return torch.cat(out)
+    def features(self, img: ImageLike | list[ImageLike]) -> Features:
+        """Backbone taps (or the embedding, for embedding heads) of every window of every image, all kept: for a
+        reference scored against many distorted images. Scoring itself streams (``score_features``)."""
+        x = to_batch(img, exif=self.exif).to(self.device)
+        n, k = x.shape[0], self.num_windows(x.shape[-2:])
+        chunks = [self._taps(x[i], w) for i, w in self.chunks(n, k)]
+        taps = [c[0] if len(c) == 1 else torch.cat(c) for c in zip(*chunks)]
+        return Features(taps, n, k, tuple(x.shape[-2:]))
 
     @torch.no_grad()
-    def layer_terms(self, ref: Features, dis: Features) -> torch.Tensor:
+    def score_features(self, ref: Source, dis: Source) -> torch.Tensor:
+        """Scores ``[N]`` of features (``features()``) or images ``[N, 3, H, W]``, streamed chunk by chunk: reuse one
+        reference's features for many distorted images."""
+        return score_pairs({"score": self}, ref, dis)["score"]
+
+    @torch.no_grad()
+    def layer_terms(self, ref: Source, dis: Source) -> torch.Tensor:
         """Window-averaged per-layer terms ``[N, L]``; their sum over L is the score (l2, cos, cos_channel)."""
+        return self.terms(ref, dis)[0]
+
+    @torch.no_grad()
+    def channel_terms(self, ref: Source, dis: Source) -> list[torch.Tensor]:
+        """Window-averaged per-channel terms, one ``[N, C_l]`` per layer; summing channels gives ``layer_terms``."""
+        return self.terms(ref, dis, layers=False, channels=True)[1]
+
+    @torch.no_grad()
+    def terms(self, ref: Source, dis: Source, layers: bool = True, channels: bool = False
+              ) -> tuple[torch.Tensor | None, list[torch.Tensor] | None]:
+        """``(layer_terms, channel_terms)`` in one streamed pass (each ``None`` unless asked for)."""
         if self.distance.layer_terms is None:
             raise ValueError(f"distance {self.distance.name!r} has no per-layer terms; use l2, cos or cos_channel")
-        return torch.cat([
-            self.distance.layer_terms(r.taps, d.taps).float().view(r.num_images, r.num_windows, -1).mean(1)
-            for r, d in self._chunks(ref, dis)
-        ])
+        wanted = {"layer": layers, "channel": channels}
+        out = window_outputs({name: (self, name) for name, on in wanted.items() if on}, ref, dis)
+        return out.get("layer"), out.get("channel")
 
-    @torch.no_grad()
-    def channel_terms(self, ref: Features, dis: Features) -> list[torch.Tensor]:
-        """Window-averaged per-channel terms, one ``[N, C_l]`` per layer; summing channels gives ``layer_terms``."""
-        if self.distance.channel_terms is None:
-            raise ValueError(f"distance {self.distance.name!r} has no per-channel terms")
-        chunks = [
-            [t.float().view(r.num_images, r.num_windows, -1).mean(1) for t in self.distance.channel_terms(r.taps, d.taps)]
-            for r, d in self._chunks(ref, dis)
-        ]
-        return [torch.cat(layer) for layer in zip(*chunks)]
+    def score_from(self, averaged: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """The scores ``[N]`` from the window-averaged output named by ``window_output`` (the score itself here)."""
+        return averaged
 
     def forward(self, ref: ImageLike | list[ImageLike], dis: ImageLike | list[ImageLike]) -> torch.Tensor:
         """Score pairs: ``ref`` and ``dis`` are ``[N,3,H,W]`` tensors in [0,1], paths or PIL images (``ref`` may be one image)."""
@@ -222,4 +255,142 @@ class FRMetric(nn.Module):
             d = align_pair(r, d, self.align, f"distance {self.distance.name!r}")
         if r.shape[0] not in (1, d.shape[0]):
             raise InputError(f"got {r.shape[0]} references for {d.shape[0]} distorted images; give 1 or the same number")
-        return self.score_features(self.features(r), self.features(d))
+        return self.score_features(r.to(self.device), d.to(self.device))
+
+
+@torch.no_grad()
+def score_pairs(metrics: Mapping[str, FRMetric], ref: Source, dis: Source) -> dict[str, torch.Tensor]:
+    """``{name: scores [N]}`` of metrics that share features (equal ``feature_key``), in one streamed pass.
+
+    ``ref`` / ``dis``: features or images; a single reference is broadcast against N distorted images (or the
+    reverse). Each chunk's features are scored as soon as they exist; what is kept is ``ref`` when given as features
+    (the engine's reference cache), the per-window outputs, and one chunk. The window heads share one fused pass.
+    """
+    requests = {name: (m, m.window_output) for name, m in metrics.items()}
+    averaged = window_outputs(requests, ref, dis)
+    return {name: m.score_from(averaged[name]) for name, m in metrics.items()}
+
+
+@torch.no_grad()
+def window_outputs(requests: Mapping[str, tuple[FRMetric, str]], ref: Source, dis: Source) -> dict:
+    """Window-averaged outputs ``{name: ...}`` for ``requests = {name: (metric, output)}``; output "score" ``[N]``,
+    "layer" ``[N, L]`` or "channel" (a list of ``[N, C_l]``). All metrics must share features (``feature_key``)."""
+    if not requests:
+        raise ValueError("window_outputs needs at least one (metric, output) request")
+    first = next(iter(requests.values()))[0]
+    for name, (m, output) in requests.items():
+        if m.feature_key() != first.feature_key():
+            raise ValueError(f"metric {name!r} does not share features with the others ({m.config()} vs {first.config()})")
+        if output not in ("score", "layer", "channel"):
+            raise ValueError(f"output must be 'score', 'layer' or 'channel', got {output!r}")
+    if first.distance.kind == "image":
+        return _image_scores(requests, ref, dis)
+    n_ref, n_dis, k = _num_images(ref), _num_images(dis), _windows(first, ref)
+    n = max(n_ref, n_dis)
+    if n_ref not in (1, n) or n_dis not in (1, n):
+        raise ValueError(f"cannot pair features of {n_ref} and {n_dis} images")
+    if _windows(first, dis) != k:
+        raise InputError(
+            f"reference ({_size(ref)[0]}x{_size(ref)[1]}) and distorted ({_size(dis)[0]}x{_size(dis)[1]}) images give "
+            f"different windows; distance {first.distance.name!r} compares the same windows of both. Resize the "
+            "distorted image to the reference (align='resize' in create_metric, --align resize in zsiqa score), "
+            "or use a size-free head such as 'deepssim'."
+        )
+    # A reference given as images and needed chunk by chunk is computed alongside the distorted windows: each side
+    # then takes half a chunk, so the windows alive at once stay max_windows_per_batch.
+    streamed_ref = not isinstance(ref, Features) and (n_ref > 1 or k > first.max_windows_per_batch)
+    budget = max(1, first.max_windows_per_batch // 2) if streamed_ref else first.max_windows_per_batch
+    parts: dict[str, list] = {}
+    whole_ref = None  # a single reference image's taps, when every chunk takes all its windows: computed once
+    if not isinstance(ref, Features) and not streamed_ref:
+        whole_ref = first._taps(ref.to(first.device), slice(0, k))
+    for images, windows in first.chunks(n, k, budget):
+        g, w = images.stop - images.start, windows.stop - windows.start
+        for name, value in _chunk(requests, ref, dis, images, windows, whole_ref).items():
+            if requests[name][1] == "channel":
+                per_window = [v.float().view(g, w, -1) for v in value]
+            else:  # "score" [g*w] or "layer" [g*w, L]
+                per_window = value.float().view(g, w, *value.shape[1:])
+            parts.setdefault(name, []).append((images, windows, per_window))
+    return {name: _window_mean(chunks, n, k) for name, chunks in parts.items()}
+
+
+def _chunk(requests: Mapping[str, tuple[FRMetric, str]], ref: Source, dis: Source, images: slice, windows: slice,
+           whole_ref: list[torch.Tensor] | None) -> dict:
+    """Per-window outputs of one chunk; its features are freed on return, before the next chunk's exist."""
+    first = next(iter(requests.values()))[0]
+
+    def taps(source: Source) -> list[torch.Tensor]:
+        if isinstance(source, Features):
+            return source.select(images, windows)
+        return first._taps(source[images if source.shape[0] > 1 else slice(0, 1)].to(first.device), windows)
+
+    return _chunk_outputs(requests, whole_ref if whole_ref is not None else taps(ref), taps(dis))
+
+
+def _window_mean(parts: list, n: int, k: int) -> torch.Tensor | list[torch.Tensor]:
+    """Per-window values ``[g, w, ...]`` of every chunk put in place in ``[n, k, ...]``, averaged over the k windows."""
+    if isinstance(parts[0][2], list):
+        return [_window_mean([(i, w, v[l]) for i, w, v in parts], n, k) for l in range(len(parts[0][2]))]
+    out = parts[0][2].new_empty(n, k, *parts[0][2].shape[2:])
+    for images, windows, value in parts:
+        out[images, windows] = value
+    return out.mean(1)
+
+
+def _chunk_outputs(requests: Mapping[str, tuple[FRMetric, str]], ref: Feats, dis: Feats) -> dict:
+    """Per-window outputs of one chunk; ``ref`` holds the chunk's windows once (broadcast) or for every image."""
+    if ref[0].shape[0] > dis[0].shape[0]:  # one distorted image against many references: the rare way round
+        dis = [t.repeat(ref[0].shape[0] // t.shape[0], *([1] * (t.ndim - 1))) for t in dis]
+    heads = {m.distance.name: m.distance for m, output in requests.values() if output == "score"}
+    scores = window_scores(list(heads.values()), ref, dis) if heads else {}
+    if ref[0].shape[0] < dis[0].shape[0] and any(output != "score" for _, output in requests.values()):
+        ref = [t.repeat(dis[0].shape[0] // t.shape[0], *([1] * (t.ndim - 1))) for t in ref]
+    out = {}
+    for name, (m, output) in requests.items():
+        if output == "score":
+            out[name] = scores[m.distance.name]
+        elif output == "layer":
+            out[name] = m.distance.layer_terms(ref, dis)
+        else:
+            if m.distance.channel_terms is None:
+                raise ValueError(f"distance {m.distance.name!r} has no per-channel terms")
+            out[name] = m.distance.channel_terms(ref, dis)
+    return out
+
+
+def _image_scores(requests: Mapping[str, tuple[FRMetric, str]], ref: Source, dis: Source) -> dict[str, torch.Tensor]:
+    """Scores of image heads (``kind="image"``, e.g. deepssim), which see all windows of an image at once: whole
+    images in groups of at most ``max_windows_per_batch`` windows (at least one image); not streamed within an image."""
+    first = next(iter(requests.values()))[0]
+    n_ref, n_dis = _num_images(ref), _num_images(dis)
+    n = max(n_ref, n_dis)
+    if n_ref not in (1, n) or n_dis not in (1, n):
+        raise ValueError(f"cannot pair features of {n_ref} and {n_dis} images")
+    k_ref, k_dis = _windows(first, ref), _windows(first, dis)
+    step = max(1, first.max_windows_per_batch // max(k_ref, k_dis))
+    ref, dis = (first.features(s) if not isinstance(s, Features) and _num_images(s) == 1 else s for s in (ref, dis))
+    out: dict[str, list] = {name: [] for name in requests}
+    for a in range(0, n, step):
+        images = slice(a, min(a + step, n))
+        g = images.stop - images.start
+        sides = []
+        for side in (ref, dis):
+            taps = side.select(images, slice(None)) if isinstance(side, Features) else first.features(side[images]).taps
+            copies = g if _num_images(side) == 1 else 1  # a single image is repeated for the group
+            sides.append([t.repeat(copies, *([1] * (t.ndim - 1))) for t in taps])
+        for name, (m, _) in requests.items():
+            out[name].append(m.distance.fn(sides[0], sides[1], k_ref, k_dis).float())
+    return {name: torch.cat(v) for name, v in out.items()}
+
+
+def _num_images(source: Source) -> int:
+    return source.num_images if isinstance(source, Features) else source.shape[0]
+
+
+def _size(source: Source) -> tuple[int, int]:
+    return source.size if isinstance(source, Features) else tuple(source.shape[-2:])
+
+
+def _windows(metric: FRMetric, source: Source) -> int:
+    return source.num_windows if isinstance(source, Features) else metric.num_windows(_size(source))

@@ -31,16 +31,23 @@ def pad_to_window(img: torch.Tensor, window: int) -> torch.Tensor:
     return F.pad(img, (0, pw, 0, ph))
 
 
-def crop_windows(img: torch.Tensor, window: int, stride: int = 200) -> tuple[torch.Tensor, int]:
-    """All windows of every image as one batch.
+def window_grid(height: int, width: int, window: int, stride: int = 200) -> list[tuple[int, int]]:
+    """``(row, col)`` starts of every window of an image (after ``pad_to_window``), row-major: the official loop order."""
+    rows = window_starts(max(height, window), window, stride)
+    return [(x, y) for x in rows for y in window_starts(max(width, window), window, stride)]
 
-    Returns ``([N * K, C, window, window], K)``, ordered image-major, then row start, then column start
-    (the official loop order ``for x in rows: for y in cols``).
+
+def crop_windows(img: torch.Tensor, window: int, stride: int = 200, select: slice = slice(None)) -> tuple[torch.Tensor, int]:
+    """All windows of every image as one batch, or the windows ``select`` of each (a slice of ``window_grid``).
+
+    Returns ``([N * K', C, window, window], K)``, ordered image-major, then row start, then column start
+    (the official loop order ``for x in rows: for y in cols``); ``K`` counts all windows of an image, ``K'`` the selected.
     """
     if img.ndim != 4:
         raise ValueError(f"expected images shaped [N, C, H, W], got {tuple(img.shape)}")
     img = pad_to_window(img, window)
     n, c, h, w = img.shape
-    rows, cols = window_starts(h, window, stride), window_starts(w, window, stride)
-    crops = torch.stack([img[:, :, x : x + window, y : y + window] for x in rows for y in cols], dim=1)
-    return crops.reshape(n * len(rows) * len(cols), c, window, window), len(rows) * len(cols)
+    grid = window_grid(h, w, window, stride)
+    chosen = grid[select]
+    crops = torch.stack([img[:, :, x : x + window, y : y + window] for x, y in chosen], dim=1)
+    return crops.reshape(n * len(chosen), c, window, window), len(grid)

@@ -23,7 +23,7 @@ from ..baselines import Baseline
 from ..data.datamodule import failed_groups
 from ..errors import InputError
 from ..learned_weights import CHECKPOINT_KEY, Terms, TermWeights, head_record
-from ..metric import Features, FRMetric, align_pair
+from ..metric import Features, FRMetric, align_pair, score_pairs
 from ..stats import IndexedScores, correlations
 from .mos_objectives import get_loss
 
@@ -148,9 +148,7 @@ class IQAModule(L.LightningModule):
             first = self.metrics[names[0]]
             d = align_pair(ref, dis, self.align, f"distance {names[0]!r}") if group[1] else dis
             f_ref = self._ref_features((group, ref_id, tuple(ref.shape)), first, ref)
-            f_dis = first.features(d)
-            for name in names:
-                scores[name] = self.metrics[name].score_features(f_ref, f_dis)
+            scores.update(score_pairs({name: self.metrics[name] for name in names}, f_ref, d))
         for b in self.baselines:
             d = align_pair(ref, dis, self.align, f"baseline {b.name!r}")
             scores[b.name] = b.fn(ref.expand(len(d), -1, -1, -1), d).float()
@@ -163,9 +161,8 @@ class IQAModule(L.LightningModule):
         metric = self.metrics[name]
         d = align_pair(ref, dis, self.align, f"distance {name!r}")
         f_ref = self._ref_features((group, ref_id, tuple(ref.shape)), metric, ref)
-        f_dis = metric.features(d)
-        layer = metric.layer_terms(f_ref, f_dis)
-        return [layer, *metric.channel_terms(f_ref, f_dis)] if self.channels else [layer]
+        layer, channel = metric.terms(f_ref, d, channels=self.channels)  # streamed over d's windows
+        return [layer, *channel] if self.channels else [layer]
 
     def predict_step(self, batch: list[dict], batch_idx: int) -> dict:
         """``{"index": [n ints], "scores": {column: [n floats]}, "failed": {index: reason}}`` or ``{"index", "terms":

@@ -27,7 +27,7 @@ from ..distances import get_distance
 from ..files import atomic_write_text
 from ..io import resolve_exif
 from ..learned_weights import load_head_metric
-from ..metric import FRMetric
+from ..metric import MAX_IMAGE_SIDE, FRMetric
 from ..presets import resolve_distance
 from ..reporting.results import ERROR_COLUMN, ITEM_COLUMNS, merge_parts, read_rows
 from ..reporting.summary import scatter_plot, summarize, summary_table, write_summary
@@ -111,6 +111,7 @@ def build_metrics(cfg: dict, device: str | torch.device) -> dict[str, FRMetric]:
         metrics[name] = FRMetric(
             backbone, get_distance(name), preset=cfg["preset"], precision=cfg["run"].get("precision"),
             max_windows_per_batch=cfg["run"]["max_windows_per_batch"],
+            max_image_side=cfg["run"].get("max_image_side", MAX_IMAGE_SIDE),
         )
     if cfg.get("head"):
         metrics = {**metrics, **load_head_metric(cfg["head"], backbone, device)}

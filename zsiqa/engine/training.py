@@ -33,7 +33,7 @@ from ..distances import DistanceHead, get_distance
 from ..errors import ConfigError
 from ..files import atomic_write_text
 from ..learned_weights import TermWeights, backbone_fingerprint, head_config, head_record, read_head, save_head
-from ..metric import FRMetric
+from ..metric import MAX_IMAGE_SIDE, FRMetric
 from ..presets import resolve_distance
 from ..reporting.training_report import cross_dataset_table, log_wandb_final, weights_plot, write_score_rows
 from ..stats import correlations
@@ -186,7 +186,8 @@ def train_run(cfg: Any, callbacks: Sequence[L.Callback] = ()) -> dict | None:
     backbone = create_backbone(bcfg["name"], pretrained=bcfg.get("pretrained", True), weights=bcfg.get("weights"))
     fingerprint = backbone_fingerprint(backbone)
     metric = FRMetric(backbone, _distance(cfg["distance"], cfg["preset"], channels), preset=cfg["preset"],
-                      precision=run.get("precision"), max_windows_per_batch=run["max_windows_per_batch"]).eval()
+                      precision=run.get("precision"), max_windows_per_batch=run["max_windows_per_batch"],
+                      max_image_side=run.get("max_image_side", MAX_IMAGE_SIDE)).eval()
     if run.get("compile"):
         compile_backbone(backbone)
     if rank0:

@@ -1,0 +1,152 @@
+"""The evaluation engine against the official-style loop on TID2013-sized images, and peak memory.
+
+    python benchmarks/engine_vs_official.py                 # everything below, random-init dino_vitb16
+    python benchmarks/engine_vs_official.py --parts speed   # or: rss, huge
+
+speed: 2 references x 8 distorted 512x384 images (TID2013 layout), the five paper heads, side by side in one run:
+       the engine (``evaluate.py``) in fp32 and bf16 against the official-style loop (each distance in its own pass,
+       one pair at a time, one window per backbone call) on ``--official-pairs`` pairs; the one-distance ratio (l2);
+       the heads' share of the scoring time.
+rss:   peak RSS of ``evaluate.py`` on 768x512 (LIVE-sized) images at ``run.batch_size`` 16 and 64, one process each.
+huge:  peak RSS of ``create_metric("dino_vitb16", "wsd", pretrained=False)`` scoring one 8000x6000 pair (1200 windows
+       per image; ``--huge-chunks N`` scores only the first N chunks of 64 windows: the memory is flat after the first).
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from pipal_protocol import (
+    PAPER_HEADS,
+    REPO,
+    distorted,
+    heads_share,
+    max_relative_difference,
+    official_loop,
+    run_engine,
+)
+
+from zsiqa.data import read_dataset
+
+
+def make_tid(root: Path, refs: int, per_ref: int, size: tuple[int, int]) -> None:
+    """TID2013 layout: reference_images/I01.BMP, distorted_images/I01_01_1.bmp ..., mos_with_names.txt."""
+    rng = np.random.default_rng(0)
+    (root / "reference_images").mkdir(parents=True, exist_ok=True)
+    (root / "distorted_images").mkdir(exist_ok=True)
+    lines = []
+    for r in range(1, refs + 1):
+        ref = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(ref).save(root / "reference_images" / f"I{r:02d}.BMP")
+        for j in range(per_ref):
+            name = f"I{r:02d}_{j // 5 + 1:02d}_{j % 5 + 1}.bmp"
+            Image.fromarray(distorted(ref, j, rng)).save(root / "distorted_images" / name)
+            lines.append(f"{7 - 0.5 * j:.5f} {name}")
+    (root / "mos_with_names.txt").write_text("\n".join(lines) + "\n")
+
+
+def peak_rss_gb(cmd: list[str]) -> float:
+    """Peak resident memory (GB) of ``cmd`` run to completion in a fresh process (``getrusage`` of the children)."""
+    probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    done = subprocess.run([sys.executable, "-c", probe, *cmd], cwd=REPO, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(cmd[:3])} ... failed:\n{done.stderr[-2000:]}")
+    return int(done.stdout.split()[-1]) / 1024**2  # ru_maxrss is in KiB on Linux
+
+
+def speed(args: argparse.Namespace, tmp: Path) -> None:
+    root = tmp / "tid"
+    make_tid(root, 2, 8, (512, 384))
+    items = read_dataset("tid2013", root, strict=False)
+    heads = PAPER_HEADS.split(",")
+    base = ["data=tid2013", f"data.root={root}", "data.strict=false", f"backbone={args.backbone}",
+            "backbone.pretrained=false", "run.batch_size=16", "run.num_workers=2", "run.accelerator=cpu"]
+    engine = {}
+    for label, distances, extra in (("fp32", heads, []), ("bf16", heads, ["run.precision=bf16"]), ("l2", ["l2"], [])):
+        engine[label] = run_engine(tmp / f"run_{label}", [*base, f"distance=[{','.join(distances)}]", *extra], distances)
+    subset = items[: args.official_pairs]
+    loop = {}
+    for d in heads:
+        loop[d] = official_loop(subset, args.backbone, [d], "cpu")
+    loop_s = sum(s for s, _ in loop.values())
+    loop_scores = {it.index: {d: loop[d][1][it.index][d] for d in heads} for it in subset}
+    n = len(items)
+    per_pair = {label: s / n for label, (s, _) in engine.items()}
+    print(f"\n{args.backbone}, 2 refs x 8 distorted 512x384, {torch.get_num_threads()} threads; official-style loop "
+          f"on {len(subset)} pairs, engine on all {n}")
+    print(f"  official-style loop, five heads (5 passes): {loop_s / len(subset):7.2f} s/pair")
+    for label in ("fp32", "bf16"):
+        diff = max_relative_difference(engine[label][1], loop_scores)
+        print(f"  engine {label}, five heads: {per_pair[label]:7.2f} s/pair -> {loop_s / len(subset) / per_pair[label]:5.1f}x "
+              f"the loop; max relative score difference {diff:.1e}")
+    l2_loop = loop["l2"][0] / len(subset)
+    print(f"  one distance (l2): loop {l2_loop:.2f} s/pair, engine {per_pair['l2']:.2f} s/pair -> "
+          f"{l2_loop / per_pair['l2']:.1f}x")
+    share = heads_share(items, args.backbone, heads, "cpu")
+    print(f"  scoring profile (fp32, decoding excluded): backbone {share['backbone'] / share['total']:.0%}, five heads "
+          f"{share['heads'] / share['total']:.0%} of {share['total']:.1f} s")
+
+
+def rss(args: argparse.Namespace, tmp: Path) -> None:
+    root = tmp / "live_sized"
+    make_tid(root, 1, max(args.batch_sizes), (768, 512))
+    print(f"\npeak RSS, evaluate.py on 768x512 images, {args.backbone}, five heads, one process each:")
+    for batch in args.batch_sizes:
+        cmd = [sys.executable, "evaluate.py", "data=tid2013", f"data.root={root}", "data.strict=false",
+               f"data.limit={batch}", f"backbone={args.backbone}", "backbone.pretrained=false",
+               f"distance=[{PAPER_HEADS}]", "baselines=[]", f"run.batch_size={batch}", "run.num_workers=0",
+               "run.accelerator=cpu", f"run.out={tmp}/rss_{batch}"]
+        print(f"  run.batch_size={batch:3d}: {peak_rss_gb(cmd):.2f} GB")
+
+
+HUGE = """
+import sys, resource, torch
+from zsiqa import create_metric
+import zsiqa.metric as zm
+chunks = int(sys.argv[1])
+if chunks:
+    plan = zm.FRMetric.chunks
+    zm.FRMetric.chunks = lambda self, *a: iter(list(plan(self, *a))[:chunks])
+g = torch.Generator().manual_seed(0)
+ref = torch.rand(1, 3, 6000, 8000, generator=g)
+dis = ref.clone()
+for rows in dis.split(500, 2):  # noise added in slices: the test images themselves take 2 x 576 MB
+    rows.add_(0.05 * torch.randn(rows.shape, generator=g)).clamp_(0, 1)
+metric = create_metric("dino_vitb16", "wsd", pretrained=False, device="cpu")
+metric(ref, dis)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def huge(args: argparse.Namespace, tmp: Path) -> None:
+    what = "the whole pair" if not args.huge_chunks else f"the first {args.huge_chunks} chunks of 64 windows"
+    done = subprocess.run([sys.executable, "-c", HUGE, str(args.huge_chunks)], cwd=REPO, capture_output=True,
+                          text=True, check=False)
+    if done.returncode:
+        raise SystemExit(done.stderr[-2000:])
+    print(f"\npeak RSS, create_metric('dino_vitb16', 'wsd') on one 8000x6000 pair ({what}): "
+          f"{int(done.stdout.split()[-1]) / 1024**2:.2f} GB")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backbone", default="dino_vitb16")
+    p.add_argument("--parts", default="speed,rss,huge")
+    p.add_argument("--official-pairs", type=int, default=4, help="pairs the official-style loop scores")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64])
+    p.add_argument("--huge-chunks", type=int, default=0, help="score only this many chunks of the 8000x6000 pair")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for part in args.parts.split(","):
+            {"speed": speed, "rss": rss, "huge": huge}[part](args, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Several distance heads on the same windows at once, the reference broadcast against many distorted images.
+
+Run one by one, the paper's heads each rebuild the same intermediates from the same features (token stack, the
+64-row columns, their softmax, the squared difference), and the reference is copied once per distorted image. Here
+the reference side is computed once per window slice and broadcast (never copied) against the distorted images, and
+each intermediate is computed once for all heads that use it. Every element goes through the heads' own operations in
+their order, so the scores are the heads' alone (the tests check it).
+
+Heads without a fused form (swd, swd_fixed, embed_cos, deepssim, any newly registered head) run as they are, on the
+reference repeated for the distorted images of the call: in call order, so swd's global-RNG draws are unchanged.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from . import DistanceHead, Feats, get_distance
+from .basic import COS_EPS, _guarded_mean, _sum_dtype, feature_layout
+from .distribution import (
+    EPS,
+    _adaptive_weight,
+    _at_least_fp32,
+    _columns,
+    _inf_to_zero,
+    _map_as_tokens,
+    _token_stack,
+)
+
+# jsd is not fused: a fused jsd was 6.8e-6 relative off the head alone on one TID2013-layout pair (its value before
+# the fourth root is tiny), and scores stay bit-identical to the heads alone; it runs through ``head.fn``.
+FUSED = ("l2", "cos", "cos_channel", "skld", "wsd")
+DISTRIBUTION = ("skld", "wsd")
+# Windows whose head intermediates exist at once (each about one window's taps in size, a handful alive at a time):
+# bounds the heads' memory whatever the chunk; one window's working set stays in cache, measured fastest on CPU.
+HEAD_WINDOWS = 1
+# skld treats every column on its own: it runs on blocks of this many columns, whose intermediates stay in cache.
+COLUMN_BLOCK = 1024
+
+
+def is_fused(head: DistanceHead) -> bool:
+    """True for the registered l2, cos, cos_channel, skld and wsd heads (not for a custom head of the same name)."""
+    return head.name in FUSED and head is get_distance(head.name)
+
+
+def window_scores(heads: Sequence[DistanceHead], ref: Feats, dis: Feats) -> dict[str, torch.Tensor]:
+    """``{head name: [M_d]}`` per-window scores of ``dis`` against ``ref``, as each ``head.fn`` would give them.
+
+    ``ref``: the taps of ``M_r`` windows; ``dis``: of ``M_d = n * M_r`` windows, image-major (``n`` distorted images
+    compared with the same reference windows). Window heads only (``kind`` "window" or "embed").
+    """
+    m_r, m_d = ref[0].shape[0], dis[0].shape[0]
+    if m_r == 0 or m_d % m_r:
+        raise ValueError(f"{m_d} distorted windows are not a whole number of images of the reference's {m_r} windows")
+    n = m_d // m_r
+    names = [h.name for h in heads if is_fused(h)]
+    out = {}
+    if names:
+        layout = feature_layout(ref, [d[:m_r] for d in dis])
+        per_image = [t.view(n, m_r, *t.shape[1:]) for t in dis]
+        scores = _taps_scores([t.unsqueeze(0) for t in ref], per_image, layout, names)
+        if any(name in DISTRIBUTION for name in names):
+            scores.update(_distribution_scores(ref, per_image, layout, [x for x in names if x in DISTRIBUTION]))
+        out = {name: v.reshape(m_d) for name, v in scores.items()}
+    others = [h for h in heads if not is_fused(h)]
+    if others:
+        repeated = ref if n == 1 else [r.repeat(n, *([1] * (r.ndim - 1))) for r in ref]
+        out.update({h.name: h.fn(repeated, dis) for h in others})
+    return out
+
+
+def _distribution_scores(ref: list[torch.Tensor], dis: list[torch.Tensor], layout: str, names: list[str]) -> dict:
+    """skld and wsd ``[n, w]`` of distorted taps ``[n, w, ...]`` against reference taps ``[w, ...]``, computed
+    ``HEAD_WINDOWS`` windows at a time, each reference slice's side once for all images. The per-column values of
+    every window are kept and averaged over columns at once, a reduction of the same shape as the heads' alone."""
+    n, m_r = dis[0].shape[:2]
+    columns: dict[str, list[torch.Tensor]] = {}
+    width = min(m_r, HEAD_WINDOWS)
+    for s in range(0, m_r, width):
+        w = slice(s, s + width)
+        shared = _reference_side([r[w] for r in ref], layout, names)
+        step = max(1, HEAD_WINDOWS // width)
+        for a in range(0, n, step):
+            for name, layers in _slice_columns(shared, [d[a : a + step, w] for d in dis], layout, names).items():
+                if name not in columns:
+                    columns[name] = [v.new_empty(n, m_r, v.shape[-1]) for v in layers]
+                for whole, v in zip(columns[name], layers):
+                    whole[a : a + step, w] = v
+    out = {}
+    for name, layers in columns.items():
+        value = layers[0].mean(-1) if layout == "tokens" else torch.stack([v.mean(-1) for v in layers], 2).mean(2)
+        out[name] = torch.log(value.clamp(min=0) + 1) ** 0.25  # as distribution._squashed
+    return out
+
+
+def _columns_of(feats: list[torch.Tensor], layout: str) -> list[torch.Tensor]:
+    """The paper's ``[..., 64, J]`` columns: one of the whole token stack, or one per map layer. ``feats`` carry a
+    leading image axis ``[g, M, ...]``, folded into the window axis for the construction and restored after."""
+    g, m = feats[0].shape[:2]
+    flat = [f.reshape(g * m, *f.shape[2:]) for f in feats]
+    stacks = [_token_stack(flat)] if layout == "tokens" else [_map_as_tokens(f) for f in flat]
+    return [c.view(g, m, *c.shape[1:]) for c in map(_columns, stacks)]
+
+
+def _reference_side(ref: list[torch.Tensor], layout: str, names: list[str]) -> dict:
+    """What skld and wsd need from the reference windows alone, each with a leading axis 1 to broadcast."""
+    r = [t.unsqueeze(0) for t in ref]
+    cols = _columns_of(r, layout)
+    shared: dict = {"cols": cols}
+    if "skld" in names:
+        qs = [F.softmax(xr, dim=-2).add_(EPS).clamp_(min=EPS) for xr in cols]
+        shared["bins"] = [(q, q.log()) for q in qs]
+    if "wsd" in names:  # wsd runs in at least fp32: its own columns only for lower-precision features
+        wide = cols if _is_wide(r[0]) else _columns_of([_at_least_fp32(t) for t in r], layout)
+        shared["wsd"] = [(xr, F.softmax(xr, dim=-1).cumsum(-2)) for xr in wide]
+    return shared
+
+
+def _is_wide(x: torch.Tensor) -> bool:
+    return _at_least_fp32(x).dtype == x.dtype
+
+
+def _taps_scores(ref: list[torch.Tensor], dis: list[torch.Tensor], layout: str, names: list[str]) -> dict:
+    """l2, cos and cos_channel ``[n, w]`` of distorted taps ``[n, w, ...]`` against the reference ``[1, w, ...]``, one
+    layer at a time over all images (their intermediates are one layer in size), as the heads alone reduce them."""
+    out = {}
+    if "l2" in names:
+        terms = torch.stack([((d - t) ** 2).flatten(2).mean(2) for t, d in zip(ref, dis)], 2)
+        out["l2"] = terms.to(_sum_dtype(terms.dtype)).sum(2)
+    for name, dim in (("cos", -1), ("cos_channel", -1 if layout == "tokens" else 2)):
+        if name in names:
+            terms = torch.stack([_window_mean(1 - F.cosine_similarity(d, t, dim=dim, eps=COS_EPS))
+                                 for t, d in zip(ref, dis)], 2)
+            out[name] = terms.to(_sum_dtype(terms.dtype)).sum(2)
+    return out
+
+
+def _slice_columns(shared: dict, dis: list[torch.Tensor], layout: str, names: list[str]) -> dict:
+    """Per column, before the mean over columns: ``{name: one [g, w, J] per column set}`` for skld and wsd of
+    distorted taps ``[g, w, ...]`` against the reference side ``shared`` (one set for tokens, one per map layer)."""
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in DISTRIBUTION if name in names}
+    wide = _is_wide(dis[0])
+    cols = _columns_of(dis, layout)
+    wide_cols = cols if wide else _columns_of([_at_least_fp32(d) for d in dis], layout)
+    for i, (xr, xd) in enumerate(zip(shared["cols"], cols)):
+        # The column L2 term of skld and wsd: computed once when both run in the features' dtype.
+        sq = ((xd - xr) ** 2).sum(-2) if "skld" in out or (wide and "wsd" in out) else None
+        if "bins" in shared:
+            q, log_q = shared["bins"][i]
+            kld = torch.cat([_symmetric_kl(xd[..., c : c + COLUMN_BLOCK], q[..., c : c + COLUMN_BLOCK],
+                                           log_q[..., c : c + COLUMN_BLOCK]) for c in range(0, xd.shape[-1], COLUMN_BLOCK)], -1)
+            out["skld"].append(kld + sq * _adaptive_weight(kld))
+        if "wsd" in out:
+            (wxr, v), wxd = shared["wsd"][i], wide_cols[i]
+            wsd = F.softmax(wxd, dim=-1).cumsum(-2).sub_(v).abs_()[..., :-1, :].sum(-2)
+            wsq = sq if wide else ((wxd - wxr) ** 2).sum(-2)
+            out["wsd"].append(wsd + wsq * _adaptive_weight(wsd))
+    return out
+
+
+def _symmetric_kl(xd: torch.Tensor, q: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """Per column of a block of columns ``[g, w, 64, c]``: skld's symmetric KL."""
+    p = F.softmax(xd, dim=-2).add_(EPS).clamp_(min=EPS)
+    log_p = p.log()
+    # F.kl_div(input, target) is target * log(target) - target * input, summed here over the 64 rows.
+    return (_kl_rows(p, log_p, log_q) + _kl_rows(q, log_q, log_p)) / 2
+
+
+def _kl_rows(target: torch.Tensor, log_target: torch.Tensor, log_input: torch.Tensor) -> torch.Tensor:
+    """``F.kl_div(log_input, target, reduction="none").sum(-2)`` with ``log(target)`` given, inf set to 0."""
+    return _inf_to_zero((_x_log_x(target, log_target) - target * log_input).sum(-2))
+
+
+def _x_log_x(x: torch.Tensor, log_x: torch.Tensor) -> torch.Tensor:
+    """``torch.xlogy(x, x)`` as F.kl_div computes it (x > 0 here): from ``log_x`` in fp32 and wider; below fp32 by
+    xlogy itself, which rounds once where the product of the rounded log would round twice."""
+    return x * log_x if _is_wide(x) else torch.xlogy(x, x)
+
+
+def _window_mean(x: torch.Tensor) -> torch.Tensor:
+    """``_guarded_mean`` per window of ``[g, w, ...]`` -> ``[g, w]``."""
+    return _guarded_mean(x.reshape(x.shape[0] * x.shape[1], -1)).view(x.shape[0], x.shape[1])
