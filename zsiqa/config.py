@@ -74,7 +74,9 @@ class LoggerConfig:
 
 
 @dataclass
-class EvaluateRunConfig:
+class RunConfig:
+    """``run.*``: where results go and how the backbone runs (what evaluate.py and train.py share)."""
+
     out: str = "runs"
     name: Optional[str] = None
     accelerator: str = "auto"
@@ -85,10 +87,14 @@ class EvaluateRunConfig:
     max_image_side: Optional[int] = 4096  # whole-image backbones refuse larger images; null = no bound
     num_workers: int = 2
     precision: Optional[str] = None
-    ref_cache: int = 4
     resume: bool = True
-    seed: int = 0
     compile: bool = False
+
+
+@dataclass
+class EvaluateRunConfig(RunConfig):
+    ref_cache: int = 4
+    seed: int = 0
 
 
 @dataclass
@@ -121,20 +127,10 @@ class OptimConfig:
 
 
 @dataclass
-class TrainRunConfig:
+class TrainRunConfig(RunConfig):
     out: str = "runs/train"
-    name: Optional[str] = None
     cache_dir: Optional[str] = None
-    accelerator: str = "auto"
-    devices: int = 1
-    batch_size: int = 16
-    batch_windows: Optional[int] = None
-    max_windows_per_batch: int = 64
-    max_image_side: Optional[int] = 4096  # whole-image backbones refuse larger images; null = no bound
     num_workers: int = 0
-    precision: Optional[str] = None
-    resume: bool = True
-    compile: bool = False
 
 
 @dataclass
