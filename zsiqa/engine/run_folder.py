@@ -1,21 +1,10 @@
-"""Run folders: the resolved config as plain data, and the one check that a folder holds results of this config."""
+"""Run folders: the one check that a folder holds results of this config."""
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from ..errors import ConfigError
-
-
-def plain_config(cfg: Any) -> dict:
-    """``cfg`` as plain dicts and lists (an OmegaConf ``DictConfig`` is resolved and converted): what run folders,
-    summaries and caches store."""
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return dict(cfg)
 
 
 def changed_keys(saved: Mapping, now: Mapping, keys: Iterable[str]) -> list[str]:

@@ -21,6 +21,7 @@ from PIL import Image
 
 from ..backbones import create_backbone
 from ..baselines import get_baseline
+from ..config import to_container
 from ..data import PairItem, data_root
 from ..data.datamodule import FRDataModule, WindowCount
 from ..distances import get_distance
@@ -34,7 +35,7 @@ from ..reporting.summary import scatter_plot, summarize, summary_table, write_su
 from ..transforms import TRANSFORMS, make_transform, transform_label
 from ..windows import window_starts
 from .method import IQAModule, compile_backbone
-from .run_folder import plain_config, refuse_to_resume
+from .run_folder import refuse_to_resume
 from .term_cache import predict_trainer
 from .writers import PairProgress, ScoreRowsWriter
 
@@ -45,7 +46,7 @@ SCORE_RUN_KEYS = ("precision", "seed", "max_windows_per_batch")  # run.* keys th
 
 def score_settings(cfg) -> dict:
     """Everything in a config that changes the scores (resolved, as plain values)."""
-    cfg = plain_config(cfg)
+    cfg = to_container(cfg)
     return {**{k: cfg.get(k) for k in SCORE_KEYS}, **{f"run.{k}": cfg["run"].get(k) for k in SCORE_RUN_KEYS}}
 
 
@@ -139,7 +140,7 @@ def align_policy(cfg: dict) -> str:
 
 def run_cell(cfg: Any) -> dict | None:
     """Evaluate one cell; returns the summary on process 0 (None on other processes)."""
-    cfg = plain_config(cfg)
+    cfg = to_container(cfg)
     run = cfg["run"]
     L.seed_everything(run.get("seed", 0), verbose=False)  # the paper's swd draws from the global RNG, seeded 0
     data, tcfg = cfg["data"], cfg["transform"]

@@ -27,7 +27,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from ..backbones import create_backbone
-from ..config import dataset_config
+from ..config import dataset_config, to_container
 from ..data import DATASETS, PairItem, data_root
 from ..distances import DistanceHead, get_distance
 from ..errors import ConfigError
@@ -40,7 +40,7 @@ from ..stats import correlations
 from ..transforms import transform_label
 from .method import HeadFit, IQAModule, compile_backbone
 from .mos_objectives import get_loss
-from .run_folder import changed_keys, plain_config, refuse_to_resume
+from .run_folder import changed_keys, refuse_to_resume
 from .runner import align_policy, image_windows, make_datamodule
 from .split import positions_of, split_by_reference
 from .term_cache import TermTable, cache_file, cached_terms, compute_terms, term_cache_key
@@ -53,7 +53,7 @@ HEADS = ("layer", "channel")
 
 def train_dir_for(cfg: dict) -> Path:
     """``<out>/<data>/<backbone>_<distance>_<preset>_<head_type>_<loss>[_<transform>]_<hash of split + optim>``."""
-    cfg = plain_config(cfg)
+    cfg = to_container(cfg)
     run = cfg["run"]
     if run.get("name"):
         return Path(run["out"]) / run["name"]
@@ -170,11 +170,11 @@ def train_run(cfg: Any, callbacks: Sequence[L.Callback] = ()) -> dict | None:
     """One training run: terms (cached; computed on ``run.devices`` processes), split by reference, fit with early
     stopping on process 0 (resuming from the last checkpoint), then ``head.pt`` and zero-shot vs trained on validation
     and the test datasets. Returns the summary on process 0, None on the others."""
-    cfg = plain_config(cfg)
+    cfg = to_container(cfg)
     _check(cfg)
     run, bcfg = cfg["run"], cfg["backbone"]
     start = time.perf_counter()
-    tests = [plain_config(dataset_config(entry)) for entry in cfg.get("test") or []]
+    tests = [to_container(dataset_config(entry)) for entry in cfg.get("test") or []]
     for data in tests:
         data_root(data)  # a test set without a root fails now, not after training
     run_dir = train_dir_for(cfg)
