@@ -78,3 +78,11 @@ def test_create_metric_as_loss_and_clear_errors(tiny_backbone):
         _loss(tiny_backbone, "l2", reduction="sum")
     with pytest.raises(InputError, match=r"dis must be a float \[N, 3, H, W\]"):
         _loss(tiny_backbone, "l2")(torch.rand(3, 40, 40), torch.rand(1, 3, 40, 40))
+
+
+def test_a_metric_with_learned_weights_is_refused(tiny_backbone):
+    from zsiqa.learned_weights import TermWeights, TrainedMetric
+
+    trained = TrainedMetric(tiny_backbone, get_distance("l2"), TermWeights(3))
+    with pytest.raises(InputError, match="TrainedMetric scores with learned head weights"):
+        PerceptualLoss(trained)

@@ -8,7 +8,6 @@ from .backbones import create_backbone
 from .distances.deepssim import gram_ssim, image_features
 from .errors import InputError
 from .metric import Features, FRMetric, align_pair
-from .windows import crop_windows
 
 
 class DeepSSIMLoss(nn.Module):
@@ -47,7 +46,7 @@ class PerceptualLoss(nn.Module):
     requires them) through the windows and the frozen, eval-mode backbone.
 
     The value is the metric's score, made lower = better: distances as ``metric(ref, dis)`` gives them, similarities
-    (deepssim) as ``1 - score``. It is computed exactly as ``FRMetric`` does (same normalisation, windows, chunks of
+    (deepssim) as ``1 - score``. It is computed by ``FRMetric.window_features`` (same normalisation, windows, chunks of
     ``max_windows_per_batch``, model dtype, fp32 distances and size alignment), only without ``torch.no_grad``.
     ``dtype``: the backbone's compute dtype (default: the metric's; float64 for gradient checks). ``reduction``:
     ``"mean"`` (a scalar) or ``"none"`` (``[N]``). Inputs are RGB ``[N, 3, H, W]`` in [0, 1] (not range-checked: an
@@ -63,7 +62,7 @@ class PerceptualLoss(nn.Module):
                 f"distance {metric.distance.name!r} cannot be used as a loss; differentiable heads: "
                 f"{', '.join(DIFFERENTIABLE_DISTANCES)}"
             )
-        if type(metric).score_features is not FRMetric.score_features:
+        if type(metric).score_from is not FRMetric.score_from:
             raise InputError(f"{type(metric).__name__} scores with learned head weights; only zero-shot metrics "
                              "(create_metric without head=) can be used as a loss")
         if reduction not in ("mean", "none"):
@@ -72,25 +71,6 @@ class PerceptualLoss(nn.Module):
         metric.backbone.freeze()
         self.reduction = reduction
         self.dtype = dtype
-
-    def _features(self, x: torch.Tensor) -> Features:
-        """``FRMetric.features`` with the graph kept."""
-        m = self.metric
-        n, size = x.shape[0], tuple(x.shape[-2:])
-        if m.normalize:
-            x = (x - m.mean) / m.std
-        window = m.backbone.window
-        crops, k = (x, 1) if window is None else crop_windows(x, window, m.stride)
-        dtype = self.dtype or m.model_dtype()
-        m.backbone.cast(dtype)
-        run = m.backbone.embed if m.distance.kind == "embed" else m.backbone.taps
-        chunks = [run(c.to(dtype)) for c in crops.split(m.max_windows_per_batch)]
-        if m.distance.kind == "embed":
-            chunks = [[c] for c in chunks]
-        taps = [torch.cat([c[i] for c in chunks]) for i in range(len(chunks[0]))]
-        if m.fp32_distances or dtype == torch.bfloat16:
-            taps = [t.to(torch.promote_types(t.dtype, torch.float32)) for t in taps]
-        return Features(taps, n, k, size)
 
     def forward(self, dis: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         m = self.metric
@@ -101,7 +81,7 @@ class PerceptualLoss(nn.Module):
             raise InputError(f"got {ref.shape[0]} references for {dis.shape[0]} distorted images; give 1 or as many")
         if m.distance.kind != "image":
             dis = align_pair(ref, dis, m.align, f"distance {m.distance.name!r}")
-        r, d = self._features(ref), self._features(dis)
+        r, d = m.window_features(ref, self.dtype), m.window_features(dis, self.dtype)
         if r.num_images == 1 and d.num_images > 1:  # one reference for many distorted images: tile its windows
             r = Features([t.repeat(d.num_images, *[1] * (t.ndim - 1)) for t in r.taps], d.num_images, r.num_windows, r.size)
         if m.distance.kind == "image":

@@ -189,9 +189,10 @@ class FRMetric(nn.Module):
                 "run.max_image_side=) if the memory is there, or resize the image"
             )
 
-    def _taps(self, x: torch.Tensor, windows: slice) -> list[torch.Tensor]:
+    def _taps(self, x: torch.Tensor, windows: slice, dtype: torch.dtype | None = None) -> list[torch.Tensor]:
         """One backbone call: taps (or the embedding, for embedding heads) of windows ``windows`` of every image in
-        ``x`` [n, 3, H, W], image-major. Only those windows are cropped and preprocessed."""
+        ``x`` [n, 3, H, W], image-major. Only those windows are cropped and preprocessed. ``dtype``: the backbone's
+        compute dtype (default ``model_dtype()``)."""
         window = self.backbone.window
         if window is None:
             self._check_side(x)
@@ -200,23 +201,27 @@ class FRMetric(nn.Module):
             crops = self._normalised(crop_windows(x, window, self.stride, windows)[0])
         else:  # smaller than a window: normalised first, then zero-padded (``pad_to_window``)
             crops = crop_windows(self._normalised(x), window, self.stride, windows)[0]
-        dtype = self.model_dtype()
+        dtype = dtype or self.model_dtype()
         self.backbone.cast(dtype)
         crops = crops.to(dtype)
         taps = [self.backbone.embed(crops)] if self.distance.kind == "embed" else self.backbone.taps(crops)
-        if self.fp32_distances or dtype == torch.bfloat16:
-            taps = [t.float() for t in taps]
+        if self.fp32_distances or dtype == torch.bfloat16:  # at least fp32 (fp64 stays fp64: gradient checks)
+            taps = [t.to(torch.promote_types(t.dtype, torch.float32)) for t in taps]
         return taps
+
+    def window_features(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> Features:
+        """Taps of every window of the images ``x`` [n, 3, H, W], chunk by chunk; the autograd graph is kept when
+        the caller records one (``zsiqa.losses.PerceptualLoss``)."""
+        n, k = x.shape[0], self.num_windows(x.shape[-2:])
+        chunks = [self._taps(x[i], w, dtype) for i, w in self.chunks(n, k)]
+        taps = [c[0] if len(c) == 1 else torch.cat(c) for c in zip(*chunks)]
+        return Features(taps, n, k, tuple(x.shape[-2:]))
 
     @torch.no_grad()
     def features(self, img: ImageLike | list[ImageLike]) -> Features:
         """Backbone taps (or the embedding, for embedding heads) of every window of every image, all kept: for a
         reference scored against many distorted images. Scoring itself streams (``score_features``)."""
-        x = to_batch(img, exif=self.exif).to(self.device)
-        n, k = x.shape[0], self.num_windows(x.shape[-2:])
-        chunks = [self._taps(x[i], w) for i, w in self.chunks(n, k)]
-        taps = [c[0] if len(c) == 1 else torch.cat(c) for c in zip(*chunks)]
-        return Features(taps, n, k, tuple(x.shape[-2:]))
+        return self.window_features(to_batch(img, exif=self.exif).to(self.device))
 
     @torch.no_grad()
     def score_features(self, ref: Source, dis: Source) -> torch.Tensor:
