@@ -20,6 +20,7 @@ from . import DistanceHead, Feats, get_distance
 from .basic import COS_EPS, _guarded_mean, _sum_dtype, feature_layout
 from .distribution import (
     EPS,
+    JSD_MEAN_EPS,
     _adaptive_weight,
     _at_least_fp32,
     _columns,
@@ -28,10 +29,9 @@ from .distribution import (
     _token_stack,
 )
 
-# jsd is not fused: a fused jsd was 6.8e-6 relative off the head alone on one TID2013-layout pair (its value before
-# the fourth root is tiny), and scores stay bit-identical to the heads alone; it runs through ``head.fn``.
-FUSED = ("l2", "cos", "cos_channel", "skld", "wsd")
-DISTRIBUTION = ("skld", "wsd")
+FUSED = ("l2", "cos", "cos_channel", "skld", "jsd", "wsd")
+DISTRIBUTION = ("skld", "jsd", "wsd")
+BINNED = ("skld", "jsd")  # the heads on the 64-row softmax p (distorted) and q (reference)
 # Windows whose head intermediates exist at once (each about one window's taps in size, a handful alive at a time):
 # bounds the heads' memory whatever the chunk; one window's working set stays in cache, measured fastest on CPU.
 HEAD_WINDOWS = 1
@@ -40,7 +40,7 @@ COLUMN_BLOCK = 1024
 
 
 def is_fused(head: DistanceHead) -> bool:
-    """True for the registered l2, cos, cos_channel, skld and wsd heads (not for a custom head of the same name)."""
+    """True for the registered l2, cos, cos_channel, skld, jsd and wsd heads (not for a custom head of the same name)."""
     return head.name in FUSED and head is get_distance(head.name)
 
 
@@ -71,7 +71,7 @@ def window_scores(heads: Sequence[DistanceHead], ref: Feats, dis: Feats) -> dict
 
 
 def _distribution_scores(ref: list[torch.Tensor], dis: list[torch.Tensor], layout: str, names: list[str]) -> dict:
-    """skld and wsd ``[n, w]`` of distorted taps ``[n, w, ...]`` against reference taps ``[w, ...]``, computed
+    """skld, jsd and wsd ``[n, w]`` of distorted taps ``[n, w, ...]`` against reference taps ``[w, ...]``, computed
     ``HEAD_WINDOWS`` windows at a time, each reference slice's side once for all images. The per-column values of
     every window are kept and averaged over columns at once, a reduction of the same shape as the heads' alone."""
     n, m_r = dis[0].shape[:2]
@@ -104,13 +104,13 @@ def _columns_of(feats: list[torch.Tensor], layout: str) -> list[torch.Tensor]:
 
 
 def _reference_side(ref: list[torch.Tensor], layout: str, names: list[str]) -> dict:
-    """What skld and wsd need from the reference windows alone, each with a leading axis 1 to broadcast."""
+    """What skld, jsd and wsd need from the reference windows alone, each with a leading axis 1 to broadcast."""
     r = [t.unsqueeze(0) for t in ref]
     cols = _columns_of(r, layout)
     shared: dict = {"cols": cols}
-    if "skld" in names:
+    if any(name in BINNED for name in names):
         qs = [F.softmax(xr, dim=-2).add_(EPS).clamp_(min=EPS) for xr in cols]
-        shared["bins"] = [(q, q.log()) for q in qs]
+        shared["bins"] = [(q, q.log(), torch.xlogy(q, q)) for q in qs]
     if "wsd" in names:  # wsd runs in at least fp32: its own columns only for lower-precision features
         wide = cols if _is_wide(r[0]) else _columns_of([_at_least_fp32(t) for t in r], layout)
         shared["wsd"] = [(xr, F.softmax(xr, dim=-1).cumsum(-2)) for xr in wide]
@@ -137,7 +137,7 @@ def _taps_scores(ref: list[torch.Tensor], dis: list[torch.Tensor], layout: str, 
 
 
 def _slice_columns(shared: dict, dis: list[torch.Tensor], layout: str, names: list[str]) -> dict:
-    """Per column, before the mean over columns: ``{name: one [g, w, J] per column set}`` for skld and wsd of
+    """Per column, before the mean over columns: ``{name: one [g, w, J] per column set}`` for skld, jsd and wsd of
     distorted taps ``[g, w, ...]`` against the reference side ``shared`` (one set for tokens, one per map layer)."""
     out: dict[str, list[torch.Tensor]] = {name: [] for name in DISTRIBUTION if name in names}
     wide = _is_wide(dis[0])
@@ -147,10 +147,12 @@ def _slice_columns(shared: dict, dis: list[torch.Tensor], layout: str, names: li
         # The column L2 term of skld and wsd: computed once when both run in the features' dtype.
         sq = ((xd - xr) ** 2).sum(-2) if "skld" in out or (wide and "wsd" in out) else None
         if "bins" in shared:
-            q, log_q = shared["bins"][i]
-            kld = torch.cat([_symmetric_kl(xd[..., c : c + COLUMN_BLOCK], q[..., c : c + COLUMN_BLOCK],
-                                           log_q[..., c : c + COLUMN_BLOCK]) for c in range(0, xd.shape[-1], COLUMN_BLOCK)], -1)
-            out["skld"].append(kld + sq * _adaptive_weight(kld))
+            blocks = [_binned(xd[..., c : c + COLUMN_BLOCK], *(b[..., c : c + COLUMN_BLOCK] for b in shared["bins"][i]),
+                              out) for c in range(0, xd.shape[-1], COLUMN_BLOCK)]
+            for name in BINNED:
+                if name in out:
+                    value = torch.cat([b[name] for b in blocks], -1)
+                    out[name].append(value + sq * _adaptive_weight(value) if name == "skld" else value)
         if "wsd" in out:
             (wxr, v), wxd = shared["wsd"][i], wide_cols[i]
             wsd = F.softmax(wxd, dim=-1).cumsum(-2).sub_(v).abs_()[..., :-1, :].sum(-2)
@@ -159,23 +161,26 @@ def _slice_columns(shared: dict, dis: list[torch.Tensor], layout: str, names: li
     return out
 
 
-def _symmetric_kl(xd: torch.Tensor, q: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """Per column of a block of columns ``[g, w, 64, c]``: skld's symmetric KL."""
+def _binned(xd: torch.Tensor, q: torch.Tensor, log_q: torch.Tensor, q_log_q: torch.Tensor, names) -> dict:
+    """skld's symmetric KL and jsd's Jensen-Shannon per column of a block of columns ``[g, w, 64, c]``, sharing p.
+
+    ``F.kl_div(input, target)`` is ``xlogy(target, target) - target * input``: the same operations run here, with
+    ``xlogy(p, p)`` computed once for both heads, so every element rounds as in the heads alone."""
     p = F.softmax(xd, dim=-2).add_(EPS).clamp_(min=EPS)
-    log_p = p.log()
-    # F.kl_div(input, target) is target * log(target) - target * input, summed here over the 64 rows.
-    return (_kl_rows(p, log_p, log_q) + _kl_rows(q, log_q, log_p)) / 2
+    p_log_p = torch.xlogy(p, p)
+    out = {}
+    if "skld" in names:
+        log_p = p.log()
+        out["skld"] = (_kl_rows(p_log_p, p, log_q) + _kl_rows(q_log_q, q, log_p)) / 2
+    if "jsd" in names:
+        log_mean = ((p + q) / 2 + JSD_MEAN_EPS).log()
+        out["jsd"] = (_kl_rows(p_log_p, p, log_mean) + _kl_rows(q_log_q, q, log_mean)) / 2
+    return out
 
 
-def _kl_rows(target: torch.Tensor, log_target: torch.Tensor, log_input: torch.Tensor) -> torch.Tensor:
-    """``F.kl_div(log_input, target, reduction="none").sum(-2)`` with ``log(target)`` given, inf set to 0."""
-    return _inf_to_zero((_x_log_x(target, log_target) - target * log_input).sum(-2))
-
-
-def _x_log_x(x: torch.Tensor, log_x: torch.Tensor) -> torch.Tensor:
-    """``torch.xlogy(x, x)`` as F.kl_div computes it (x > 0 here): from ``log_x`` in fp32 and wider; below fp32 by
-    xlogy itself, which rounds once where the product of the rounded log would round twice."""
-    return x * log_x if _is_wide(x) else torch.xlogy(x, x)
+def _kl_rows(target_log_target: torch.Tensor, target: torch.Tensor, log_input: torch.Tensor) -> torch.Tensor:
+    """``F.kl_div(log_input, target, reduction="none").sum(-2)`` from ``xlogy(target, target)``, inf set to 0."""
+    return _inf_to_zero((target_log_target - target * log_input).sum(-2))
 
 
 def _window_mean(x: torch.Tensor) -> torch.Tensor:
