@@ -25,7 +25,7 @@ from zsiqa.cli import main as cli_main
 from zsiqa.data import read_dataset
 from zsiqa.distances import get_distance
 from zsiqa.errors import DataError, InputError, MissingFileError
-from zsiqa.io import load_image, pil_to_tensor, read_image, to_batch
+from zsiqa.io import load_image, pil_to_tensor, read_image, to_batch, to_float
 from zsiqa.metric import FRMetric
 from zsiqa.windows import pad_to_window
 
@@ -193,6 +193,29 @@ def test_8_bit_modes_are_pillows_rgb_conversion(files, name, mode):
     assert torch.equal(read_image(files[name]), want)
     if mode == "1":
         assert set(read_image(files[name]).unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("name", ["cmyk.jpg", "p.png", "bit.png", "full.bmp", "rgba.png", "grey16.png"])
+def test_loader_keeps_8_bit_images_as_uint8_with_the_same_float_values(files, name):
+    """The engine's loader decodes 8-bit images to uint8 (a quarter of the memory); ``to_float`` gives exactly the
+    float32 ``read_image`` does. 16-bit images stay float32 (their extra bits are kept)."""
+    x = read_image(files[name], as_uint8=True)
+    assert x.dtype == (torch.float32 if name == "grey16.png" else torch.uint8)
+    assert torch.equal(to_float(x), read_image(files[name]))
+    every = torch.arange(256, dtype=torch.uint8).view(1, 16, 16).expand(3, 16, 16)
+    assert torch.equal(to_float(every), pil_to_tensor(Image.fromarray(every.permute(1, 2, 0).numpy())))
+
+
+def test_a_batch_mixing_8_and_16_bit_images_is_stacked_as_floats(files):
+    from zsiqa.data.datamodule import collate_pairs
+
+    eight, sixteen = read_image(files["ok.png"], as_uint8=True), read_image(files["grey16.png"], as_uint8=True)
+    assert eight.shape == sixteen.shape
+    samples = [{"index": i, "ref": eight, "dis": d, "label": 1.0, "ref_id": "r", "error": ""}
+               for i, d in enumerate((eight, sixteen))]
+    (group,) = collate_pairs(samples)
+    assert group["dis"].dtype == torch.float32
+    assert torch.equal(group["dis"][0], read_image(files["ok.png"])) and torch.equal(group["dis"][1], sixteen)
 
 
 def test_alpha_is_dropped_not_composited(files):

@@ -2,6 +2,7 @@ import pytest
 import torch
 from PIL import Image
 
+import zsiqa.metric
 from zsiqa.distances import get_distance
 from zsiqa.errors import InputError
 from zsiqa.metric import FRMetric
@@ -138,7 +139,8 @@ class CountingViT:
         return self.taps(x)
 
 
-def test_scoring_streams_chunks_of_at_most_max_windows(tiny_backbone):
+def test_scoring_streams_chunks_of_at_most_max_windows(tiny_backbone, monkeypatch):
+    monkeypatch.setattr(zsiqa.metric, "CPU_CALL_WINDOWS", 1000)  # one backbone call per chunk (see the next test)
     torch.manual_seed(6)
     ref, dis = torch.rand(1, 3, 96, 128), torch.rand(3, 3, 96, 128)  # 3 x 4 = 12 windows per image
     whole = make(tiny_backbone, "skld")
@@ -151,6 +153,22 @@ def test_scoring_streams_chunks_of_at_most_max_windows(tiny_backbone):
     counter.calls.clear()
     make(tiny_backbone, "skld", max_windows_per_batch=24)(ref, dis)
     assert counter.calls == [12, 24, 12]  # the reference once, then two distorted images per call
+
+
+def test_cpu_backbone_calls_take_at_most_cpu_call_windows_with_the_same_taps(tiny_backbone, monkeypatch):
+    torch.manual_seed(6)
+    x = torch.rand(2, 3, 96, 128)  # 12 windows per image
+    metric = make(tiny_backbone, "l2")
+    monkeypatch.setattr(zsiqa.metric, "CPU_CALL_WINDOWS", 5)
+    counter = CountingViT(tiny_backbone)
+    with torch.no_grad():
+        split = metric._taps(x, slice(0, 12))
+    assert counter.calls == [5, 5, 5, 5, 4]
+    monkeypatch.setattr(zsiqa.metric, "CPU_CALL_WINDOWS", 1000)
+    with torch.no_grad():
+        whole = metric._taps(x, slice(0, 12))
+    assert counter.calls[-1] == 24 and len(split) == len(whole)
+    assert all(torch.equal(a, b) for a, b in zip(split, whole))
 
 
 def test_score_pairs_scores_several_metrics_in_one_pass(tiny_backbone):

@@ -31,6 +31,7 @@ from zsiqa.engine.split import split_by_reference
 from zsiqa.engine.term_cache import cached_terms, compute_terms, term_cache_key, terms_code_digest
 from zsiqa.engine.term_data import EpochShuffle
 from zsiqa.engine.training import train_dir_for, train_run
+from zsiqa.io import to_float
 from zsiqa.learned_weights import read_head
 from zsiqa.metric import FRMetric
 from zsiqa.presets import FIXED_VARIANTS, PRESETS, resolve_distance
@@ -264,7 +265,8 @@ def test_compute_terms_resizes_the_distorted_image_only_when_asked(dataset):
     resized = FRMetric(MultiScaleCNN(), get_distance("l2"), align="resize").eval()
     for row, sample in enumerate(PairDataset(data.items, pair_transform=data.pair_transform)):
         assert sample["dis"].shape[-1] == 40
-        assert table.layer[row].sum().item() == pytest.approx(resized(sample["ref"], sample["dis"]).item(), rel=1e-5)
+        ref, dis = to_float(sample["ref"]), to_float(sample["dis"])  # the loader keeps 8-bit images as uint8
+        assert table.layer[row].sum().item() == pytest.approx(resized(ref, dis).item(), rel=1e-5)
     cfg = compose_config("train", ["transform=scale", "transform.amount=25"])
     assert training._TermSource(metric, "weights-a", False, cfg).align == "resize"  # align=auto, as evaluate.py
 

@@ -13,12 +13,15 @@ Decoding (files and PIL images), mode by mode:
     stored pixel order, as the official code (``Image.open().convert("RGB")``) did; ``"auto"`` = ignore under
     ``preset=paper``, apply under ``preset=fixed`` (``resolve_exif``).
 Every decode failure is an ``InputError`` naming the file (empty, not an image, truncated, too large).
+The engine's loader keeps 8-bit images as uint8 (``as_uint8=True``: a quarter of the memory and of the host-device
+copy) and ``to_float`` makes them float32 where they are used, with the same values as decoding to float directly.
 
 Tensors must be ``[3, H, W]`` or ``[N, 3, H, W]`` with N >= 1, floating point (fp16/bf16/fp64 are converted to
 float32), finite, in [0, 1]. Integer tensors are rejected (divide uint8 images by 255).
 """
 from __future__ import annotations
 
+import math
 import struct
 from pathlib import Path
 from typing import Sequence, Union
@@ -110,18 +113,26 @@ def load_image(path: str | Path, exif: str = "apply") -> Image.Image:
     return im.convert("RGB")
 
 
-def read_image(path: str | Path, exif: str = "apply") -> torch.Tensor:
-    """An image file as ``[3, H, W]`` float32 in [0, 1] (full 16-bit precision where the file has it)."""
-    return _array_to_tensor(image_to_array(open_image(path, exif), str(path)))
+def read_image(path: str | Path, exif: str = "apply", as_uint8: bool = False) -> torch.Tensor:
+    """An image file as ``[3, H, W]`` float32 in [0, 1] (full 16-bit precision where the file has it); with
+    ``as_uint8``, 8-bit images come as uint8 0..255 instead (``to_float`` gives the float32 values)."""
+    return pil_to_tensor(open_image(path, exif), str(path), as_uint8)
 
 
-def pil_to_tensor(im: Image.Image) -> torch.Tensor:
-    """PIL -> ``[3, H, W]`` float32 in [0, 1] (torchvision ``ToTensor`` semantics, no normalisation; any mode)."""
-    return _array_to_tensor(image_to_array(im))
-
-
-def _array_to_tensor(arr: np.ndarray) -> torch.Tensor:
+def pil_to_tensor(im: Image.Image, source: str = "image", as_uint8: bool = False) -> torch.Tensor:
+    """PIL -> ``[3, H, W]`` float32 in [0, 1] (torchvision ``ToTensor`` semantics, no normalisation; any mode), or
+    with ``as_uint8`` uint8 for 8-bit modes (16-bit, I and F images stay float32: they hold more than 8 bits)."""
+    if as_uint8 and not (im.mode in SIXTEEN_BIT_MODES or im.mode in ("I", "F")):
+        arr = np.asarray(im.convert("RGB"))
+    else:
+        arr = image_to_array(im, source)
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """Images from ``as_uint8`` decoding as float32 in [0, 1] (``x / 255``, bit for bit the values ``read_image``
+    gives); float tensors are returned as they are."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
 
 
 def to_batch(x: ImageLike | Sequence[ImageLike], name: str = "image", exif: str = "apply") -> torch.Tensor:
@@ -162,9 +173,10 @@ def check_tensor(x: torch.Tensor, name: str) -> torch.Tensor:
     if not x.is_floating_point():
         raise InputError(f"{name}: expected a float tensor in [0, 1], got {x.dtype} (divide uint8 images by 255)")
     x = x.float()
-    if not torch.isfinite(x).all():
+    # min and max carry NaN and Inf along: a whole-tensor isfinite() would take 1.6x the image in temporaries
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise InputError(f"{name}: tensor holds NaN or Inf values ({int((~torch.isfinite(x)).sum())} of {x.numel()})")
-    lo, hi = float(x.min()), float(x.max())
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise InputError(f"{name}: values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}] "
                          "(undo any mean/std normalisation)")

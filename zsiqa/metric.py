@@ -14,7 +14,7 @@ from .backbones import Backbone
 from .distances import DistanceHead, Feats
 from .distances.fused import window_scores
 from .errors import ConfigError, InputError
-from .io import ImageLike, resolve_exif, to_batch
+from .io import ImageLike, resolve_exif, to_batch, to_float
 from .presets import PRESETS
 from .windows import crop_windows, window_grid
 
@@ -25,6 +25,11 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 # images are refused, never silently resized or tiled (either would change the score); ``max_image_side`` raises or
 # lifts the bound.
 MAX_IMAGE_SIDE = 4096
+# On the CPU a windowed backbone runs at most this many windows per call. glibc serves allocations above 32 MB with
+# fresh pages from the kernel, each faulted in on first touch: dino_vitb16's MLP activations pass that at 14 windows,
+# and 64-window calls ran at 229 ms per window against 195-210 in calls of 8 (README "Benchmarks"). The chunk
+# (``max_windows_per_batch``) is still scored as one: its taps are filled call by call.
+CPU_CALL_WINDOWS = 8
 
 
 def align_pair(ref: torch.Tensor, dis: torch.Tensor, policy: str, what: str) -> torch.Tensor:
@@ -39,7 +44,8 @@ def align_pair(ref: torch.Tensor, dis: torch.Tensor, policy: str, what: str) -> 
             "create_metric, --align resize in zsiqa score, align=resize in evaluate.py / train.py) or use a size-free "
             "head such as 'deepssim'"
         )
-    return F.interpolate(dis, size=ref.shape[-2:], mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+    return F.interpolate(to_float(dis), size=ref.shape[-2:], mode="bilinear", align_corners=False,
+                         antialias=True).clamp(0, 1)
 
 
 @dataclass
@@ -60,7 +66,7 @@ class Features:
         return [t.view(self.num_images, k, *t.shape[1:])[images, windows].flatten(0, 1) for t in self.taps]
 
 
-Source = Features | torch.Tensor  # precomputed features, or images [N, 3, H, W] in [0, 1] whose windows stream
+Source = Features | torch.Tensor  # precomputed features, or images [N, 3, H, W] (float in [0, 1] or uint8) that stream
 
 
 class FRMetric(nn.Module):
@@ -190,9 +196,10 @@ class FRMetric(nn.Module):
             )
 
     def _taps(self, x: torch.Tensor, windows: slice, dtype: torch.dtype | None = None) -> list[torch.Tensor]:
-        """One backbone call: taps (or the embedding, for embedding heads) of windows ``windows`` of every image in
-        ``x`` [n, 3, H, W], image-major. Only those windows are cropped and preprocessed. ``dtype``: the backbone's
-        compute dtype (default ``model_dtype()``)."""
+        """Taps (or the embedding, for embedding heads) of windows ``windows`` of every image in ``x`` [n, 3, H, W]
+        (float in [0, 1], or uint8 from the engine's loader), image-major. Only those windows are cropped and
+        preprocessed. ``dtype``: the backbone's compute dtype (default ``model_dtype()``)."""
+        x = to_float(x)
         window = self.backbone.window
         if window is None:
             self._check_side(x)
@@ -204,6 +211,20 @@ class FRMetric(nn.Module):
         dtype = dtype or self.model_dtype()
         self.backbone.cast(dtype)
         crops = crops.to(dtype)
+        step = CPU_CALL_WINDOWS if window is not None and crops.device.type == "cpu" else len(crops)
+        taps: list[torch.Tensor] = []
+        for a in range(0, len(crops), step):
+            part = self._backbone_call(crops[a : a + step], dtype)
+            if not taps:
+                if step >= len(crops):
+                    return part
+                taps = [t.new_empty(len(crops), *t.shape[1:]) for t in part]
+            for whole, t in zip(taps, part):
+                whole[a : a + step] = t
+        return taps
+
+    def _backbone_call(self, crops: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
+        """Taps (or the embedding) of a batch of crops, in at least fp32 where the preset or bf16 asks for it."""
         taps = [self.backbone.embed(crops)] if self.distance.kind == "embed" else self.backbone.taps(crops)
         if self.fp32_distances or dtype == torch.bfloat16:  # at least fp32 (fp64 stays fp64: gradient checks)
             taps = [t.to(torch.promote_types(t.dtype, torch.float32)) for t in taps]

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..errors import ConfigError, InputError
+from ..io import to_float
 from . import DATASETS, DatasetSpec, PairDataset, PairItem, read_dataset, reference_paths
 
 WindowCount = Callable[[PairItem], int]
@@ -76,8 +77,15 @@ def collate_pairs(samples: list[dict]) -> list[dict]:
         if s["error"]:
             continue
         groups[(s["ref_id"], tuple(s["ref"].shape), tuple(s["dis"].shape))].append(s)
-    return failed + [{"ref_id": ref_id, "ref": group[0]["ref"][None], "dis": torch.stack([s["dis"] for s in group]),
+    return failed + [{"ref_id": ref_id, "ref": group[0]["ref"][None], "dis": _stack([s["dis"] for s in group]),
                       "index": [int(s["index"]) for s in group]} for (ref_id, _, _), group in groups.items()]
+
+
+def _stack(images: list[torch.Tensor]) -> torch.Tensor:
+    """One batch of images; uint8 ones become float32 in [0, 1] when the group mixes them with 16-bit images."""
+    if len({im.dtype for im in images}) > 1:
+        images = [to_float(im) for im in images]
+    return torch.stack(images)
 
 
 ON_BAD_IMAGE = ("error", "skip")

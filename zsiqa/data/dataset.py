@@ -1,7 +1,8 @@
 """Torch dataset over reader items: image pairs for scoring.
 
 Images are decoded by ``zsiqa.io`` (every Pillow mode to RGB, 16-bit kept at full precision, EXIF orientation per
-``exif``) and returned as float32 tensors ``[3, H, W]`` in [0, 1] with no normalisation. Images keep their own size, so
+``exif``) and returned as tensors ``[3, H, W]``: uint8 for 8-bit images (a quarter of float32's memory; the engine
+makes them float32 in [0, 1] chunk by chunk with ``zsiqa.io.to_float``), float32 in [0, 1] for 16-bit ones. Images keep their own size, so
 batches of more than one pair need equal sizes (true within PIPAL, TID2013, KADID-10k, CSIQ and the demo set; not
 within LIVE).
 
@@ -54,6 +55,6 @@ class PairDataset(Dataset):
 
     def _load(self, item: PairItem):
         if self.pair_transform is None:
-            return read_image(item.ref, self.exif), read_image(item.dis, self.exif)
+            return read_image(item.ref, self.exif, as_uint8=True), read_image(item.dis, self.exif, as_uint8=True)
         ref, dis = self.pair_transform(load_image(item.ref, self.exif), load_image(item.dis, self.exif))
-        return pil_to_tensor(ref), pil_to_tensor(dis)
+        return pil_to_tensor(ref, as_uint8=True), pil_to_tensor(dis, as_uint8=True)

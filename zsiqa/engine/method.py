@@ -22,6 +22,7 @@ from ..backbones import Backbone
 from ..baselines import Baseline
 from ..data.datamodule import failed_groups
 from ..errors import InputError
+from ..io import to_float
 from ..learned_weights import CHECKPOINT_KEY, Terms, TermWeights, head_record
 from ..metric import Features, FRMetric, align_pair, score_pairs
 from ..stats import IndexedScores, correlations
@@ -142,15 +143,17 @@ class IQAModule(L.LightningModule):
         return feats
 
     def score_group(self, ref_id: str, ref: torch.Tensor, dis: torch.Tensor) -> dict[str, torch.Tensor]:
-        """All scores for distorted images ``dis`` [n,3,H,W] of one reference ``ref`` [1,3,H,W]."""
+        """All scores for distorted images ``dis`` [n,3,H,W] of one reference ``ref`` [1,3,H,W] (float in [0, 1] or
+        uint8 as the loader gives them: window heads make the distorted images float32 chunk by chunk)."""
         scores: dict[str, torch.Tensor] = {}
+        ref = to_float(ref)
         for group, names in self.feature_groups.items():
             first = self.metrics[names[0]]
-            d = align_pair(ref, dis, self.align, f"distance {names[0]!r}") if group[1] else dis
+            d = align_pair(ref, dis, self.align, f"distance {names[0]!r}") if group[1] else to_float(dis)
             f_ref = self._ref_features((group, ref_id, tuple(ref.shape)), first, ref)
             scores.update(score_pairs({name: self.metrics[name] for name in names}, f_ref, d))
         for b in self.baselines:
-            d = align_pair(ref, dis, self.align, f"baseline {b.name!r}")
+            d = to_float(align_pair(ref, dis, self.align, f"baseline {b.name!r}"))
             scores[b.name] = b.fn(ref.expand(len(d), -1, -1, -1), d).float()
         return scores
 
@@ -159,6 +162,7 @@ class IQAModule(L.LightningModule):
         ``channels``) one ``[n, C_l]`` per layer."""
         ((group, (name,)),) = self.feature_groups.items()
         metric = self.metrics[name]
+        ref = to_float(ref)
         d = align_pair(ref, dis, self.align, f"distance {name!r}")
         f_ref = self._ref_features((group, ref_id, tuple(ref.shape)), metric, ref)
         layer, channel = metric.terms(f_ref, d, channels=self.channels)  # streamed over d's windows
