@@ -31,15 +31,31 @@ def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
 
 def _token_stack(feats: Feats) -> torch.Tensor:
     """``[M, L, T, C]`` from equally shaped token layers."""
+    _token_stack_shape(feats)
+    return torch.stack(list(feats), 1)
+
+
+def _token_stack_shape(feats: Feats) -> None:
     shapes = {tuple(f.shape) for f in feats}
     if len(shapes) > 1:
         raise ValueError(f"token layers must share one shape [M, T, C] to be stacked; got {sorted(shapes)}")
-    return torch.stack(list(feats), 1)
 
 
 def _map_as_tokens(x: torch.Tensor) -> torch.Tensor:
     """``[M, C, H, W] -> [M, 1, H*W, C]``: one layer, row-major positions as tokens."""
     return x.flatten(2).transpose(1, 2).unsqueeze(1)
+
+
+def _paper_padding(rows: int, cols: int) -> tuple[int, int]:
+    """``(rp, cp)``: the paper's rows added at the bottom and columns at the left (negative: cropped there)."""
+    rp = round(rows / WIN) * WIN - rows
+    cp = round(cols / WIN) * WIN - cols
+    if rows + rp == 0 or cols + cp == 0:
+        raise ValueError(
+            f"{rows} tokens x {cols} channels: one rounds to zero under the paper's round(n/8)*8 rule; "
+            "need at least 5 tokens (positions) and 5 channels (Python's round(4/8) is 0)"
+        )
+    return rp, cp
 
 
 def _columns(x: torch.Tensor) -> torch.Tensor:
@@ -49,16 +65,23 @@ def _columns(x: torch.Tensor) -> torch.Tensor:
     zero tokens are appended at the bottom and zero channels prepended at the left; a negative value crops there.
     Its reshape([8, 8, L, -1]) then reshape([-1, L*patch_num]) is a plain memory-order reshape to [64, N/64].
     """
-    rows, cols = x.shape[-2:]
-    rp = round(rows / WIN) * WIN - rows
-    cp = round(cols / WIN) * WIN - cols
-    if rows + rp == 0 or cols + cp == 0:
-        raise ValueError(
-            f"{rows} tokens x {cols} channels: one rounds to zero under the paper's round(n/8)*8 rule; "
-            "need at least 5 tokens (positions) and 5 channels (Python's round(4/8) is 0)"
-        )
+    rp, cp = _paper_padding(*x.shape[-2:])
     x = F.pad(x, (cp, 0, 0, rp))
     return x.reshape(x.shape[0], WIN * WIN, -1)
+
+
+def _stack_columns(feats: Feats) -> torch.Tensor:
+    """``_columns(_token_stack(feats))`` with one copy: each layer is written straight into the padded stack."""
+    _token_stack_shape(feats)
+    m, rows, cols = feats[0].shape
+    rp, cp = _paper_padding(rows, cols)
+    out = feats[0].new_empty(m, len(feats), rows + rp, cols + cp)
+    kept_rows, kept_cols = min(rows, rows + rp), min(cols, cols + cp)
+    out[:, :, kept_rows:] = 0  # tokens appended at the bottom
+    out[..., : max(cp, 0)] = 0  # channels prepended at the left
+    for layer, f in enumerate(feats):
+        out[:, layer, :kept_rows, max(cp, 0) :] = f[:, :kept_rows, cols - kept_cols :]
+    return out.reshape(m, WIN * WIN, -1)
 
 
 def _adaptive_weight(z: torch.Tensor) -> torch.Tensor:
@@ -112,7 +135,7 @@ def _wsd_final(xr: torch.Tensor, xd: torch.Tensor) -> torch.Tensor:
 def _squashed(ref: Feats, dis: Feats, final: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """``log(final + 1) ** 0.25`` per window; ``final`` on the whole token stack, or averaged over map layers."""
     if feature_layout(ref, dis) == "tokens":
-        value = final(_columns(_token_stack(ref)), _columns(_token_stack(dis)))
+        value = final(_stack_columns(ref), _stack_columns(dis))
     else:
         value = torch.stack(
             [final(_columns(_map_as_tokens(r)), _columns(_map_as_tokens(d))) for r, d in zip(ref, dis)], 1

@@ -26,7 +26,7 @@ from .distribution import (
     _columns,
     _inf_to_zero,
     _map_as_tokens,
-    _token_stack,
+    _stack_columns,
 )
 
 FUSED = ("l2", "cos", "cos_channel", "skld", "jsd", "wsd")
@@ -59,7 +59,10 @@ def window_scores(heads: Sequence[DistanceHead], ref: Feats, dis: Feats) -> dict
     if names:
         layout = feature_layout(ref, [d[:m_r] for d in dis])
         per_image = [t.view(n, m_r, *t.shape[1:]) for t in dis]
-        scores = _taps_scores([t.unsqueeze(0) for t in ref], per_image, layout, names)
+        # One image at a time: a whole chunk's intermediates (tens of MB per layer) would be fresh pages each time.
+        parts = [_taps_scores([t.unsqueeze(0) for t in ref], [d[a : a + 1] for d in per_image], layout, names)
+                 for a in range(n)]
+        scores = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
         if any(name in DISTRIBUTION for name in names):
             scores.update(_distribution_scores(ref, per_image, layout, [x for x in names if x in DISTRIBUTION]))
         out = {name: v.reshape(m_d) for name, v in scores.items()}
@@ -99,8 +102,8 @@ def _columns_of(feats: list[torch.Tensor], layout: str) -> list[torch.Tensor]:
     leading image axis ``[g, M, ...]``, folded into the window axis for the construction and restored after."""
     g, m = feats[0].shape[:2]
     flat = [f.reshape(g * m, *f.shape[2:]) for f in feats]
-    stacks = [_token_stack(flat)] if layout == "tokens" else [_map_as_tokens(f) for f in flat]
-    return [c.view(g, m, *c.shape[1:]) for c in map(_columns, stacks)]
+    columns = [_stack_columns(flat)] if layout == "tokens" else [_columns(_map_as_tokens(f)) for f in flat]
+    return [c.view(g, m, *c.shape[1:]) for c in columns]
 
 
 def _reference_side(ref: list[torch.Tensor], layout: str, names: list[str]) -> dict:
@@ -123,7 +126,7 @@ def _is_wide(x: torch.Tensor) -> bool:
 
 def _taps_scores(ref: list[torch.Tensor], dis: list[torch.Tensor], layout: str, names: list[str]) -> dict:
     """l2, cos and cos_channel ``[n, w]`` of distorted taps ``[n, w, ...]`` against the reference ``[1, w, ...]``, one
-    layer at a time over all images (their intermediates are one layer in size), as the heads alone reduce them."""
+    layer at a time (their intermediates are one layer in size), as the heads alone reduce them."""
     out = {}
     if "l2" in names:
         terms = torch.stack([((d - t) ** 2).flatten(2).mean(2) for t, d in zip(ref, dis)], 2)
