@@ -9,7 +9,7 @@ speed: 2 references x 8 distorted 512x384 images (TID2013 layout), the five pape
        the heads' share of the scoring time.
 rss:   peak RSS of ``evaluate.py`` on 768x512 (LIVE-sized) images at ``run.batch_size`` 16 and 64, one process each.
 huge:  peak RSS of ``create_metric("dino_vitb16", "wsd", pretrained=False)`` scoring one 8000x6000 pair (1200 windows
-       per image; ``--huge-chunks N`` scores only the first N chunks of 64 windows: the memory is flat after the first).
+       per image; ``--huge-chunks N`` scores only the first N chunks: the memory is flat after the first).
 """
 from __future__ import annotations
 
@@ -80,7 +80,8 @@ def speed(args: argparse.Namespace, tmp: Path) -> None:
     n = len(items)
     per_pair = {label: s / n for label, (s, _) in engine.items()}
     print(f"\n{args.backbone}, 2 refs x 8 distorted 512x384, {torch.get_num_threads()} threads; official-style loop "
-          f"on {len(subset)} pairs, engine on all {n}")
+          f"on {len(subset)} pairs, engine on all {n} (engine: Trainer.predict's wall time, decoding included; both "
+          "without start-up and model construction)")
     print(f"  official-style loop, five heads (5 passes): {loop_s / len(subset):7.2f} s/pair")
     for label in ("fp32", "bf16"):
         diff = max_relative_difference(engine[label][1], loop_scores)
@@ -126,7 +127,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def huge(args: argparse.Namespace, tmp: Path) -> None:
-    what = "the whole pair" if not args.huge_chunks else f"the first {args.huge_chunks} chunks of 64 windows"
+    what = "the whole pair" if not args.huge_chunks else f"the first {args.huge_chunks} chunks"
     done = subprocess.run([sys.executable, "-c", HUGE, str(args.huge_chunks)], cwd=REPO, capture_output=True,
                           text=True, check=False)
     if done.returncode:

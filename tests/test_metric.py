@@ -169,6 +169,14 @@ def test_cpu_backbone_calls_take_at_most_cpu_call_windows_with_the_same_taps(tin
         whole = metric._taps(x, slice(0, 12))
     assert counter.calls[-1] == 24 and len(split) == len(whole)
     assert all(torch.equal(a, b) for a, b in zip(split, whole))
+    # Both sides streaming (2 references): a chunk is one CPU call per side, whatever max_windows_per_batch allows.
+    ref = torch.rand(2, 3, 96, 128)
+    expected = metric.score_features(metric.features(ref), metric.features(x))
+    monkeypatch.setattr(zsiqa.metric, "CPU_CALL_WINDOWS", 5)
+    counter.calls.clear()
+    streamed = make(tiny_backbone, "l2", max_windows_per_batch=24)(ref, x)
+    assert counter.calls == [5, 5, 5, 5, 2, 2] * 2
+    torch.testing.assert_close(streamed, expected, rtol=1e-6, atol=0)
 
 
 def test_score_pairs_scores_several_metrics_in_one_pass(tiny_backbone):

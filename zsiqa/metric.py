@@ -324,8 +324,12 @@ def window_outputs(requests: Mapping[str, tuple[FRMetric, str]], ref: Source, di
         )
     # A reference given as images and needed chunk by chunk is computed alongside the distorted windows: each side
     # then takes half a chunk, so the windows alive at once stay max_windows_per_batch.
+    # On the CPU such a chunk is one backbone call per side: larger ones would only hold more taps (nothing of the
+    # reference is reused across distorted images there).
     streamed_ref = not isinstance(ref, Features) and (n_ref > 1 or k > first.max_windows_per_batch)
     budget = max(1, first.max_windows_per_batch // 2) if streamed_ref else first.max_windows_per_batch
+    if streamed_ref and first.device.type == "cpu":
+        budget = min(budget, CPU_CALL_WINDOWS)
     parts: dict[str, list] = {}
     whole_ref = None  # a single reference image's taps, when every chunk takes all its windows: computed once
     if not isinstance(ref, Features) and not streamed_ref:
