@@ -5,6 +5,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from zsiqa.data import DATASETS, PairDataset, PairItem, read_dataset, reference_paths
+from zsiqa.io import to_float
 
 
 def _pixels(seed: int, h: int = 6, w: int = 8) -> np.ndarray:
@@ -24,20 +25,20 @@ def pairs(tmp_path):
                      dist_type="t", ref_id=ref_id) for k, (r, d, ref_id) in enumerate(spec)]
 
 
-def test_pair_tensors_are_rgb_in_unit_range(pairs):
+def test_pair_tensors_are_rgb_uint8_that_become_the_unit_range(pairs):
     ds = PairDataset(pairs)
     assert len(ds) == 3
     sample = ds[0]
     assert set(sample) == {"index", "ref", "dis", "label", "ref_id", "error"} and sample["error"] == ""
     assert (sample["index"], sample["label"], sample["ref_id"]) == (10, 0.0, "r0")
-    assert sample["ref"].shape == (3, 6, 8) and sample["ref"].dtype == torch.float32
-    assert torch.equal(sample["ref"], torch.from_numpy(_pixels(0)).permute(2, 0, 1).float() / 255)
+    assert sample["ref"].shape == (3, 6, 8) and sample["ref"].dtype == torch.uint8  # 8-bit images stay 8-bit
+    assert torch.equal(to_float(sample["ref"]), torch.from_numpy(_pixels(0)).permute(2, 0, 1).float() / 255)
     grey = ds[1]["dis"]  # an L image becomes three equal channels
     assert grey.shape == (3, 6, 8) and torch.equal(grey[0], grey[2])
-    assert torch.equal(grey[1], torch.from_numpy(_pixels(3)[..., 0]).float() / 255)
+    assert torch.equal(to_float(grey[1]), torch.from_numpy(_pixels(3)[..., 0]).float() / 255)
     palette = ds[1]["ref"]
     with Image.open(pairs[1].ref) as img:
-        assert torch.equal(palette, torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1).float() / 255)
+        assert torch.equal(palette, torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1))
 
 
 def test_pair_transform_sees_both_pil_images(pairs):
@@ -47,7 +48,7 @@ def test_pair_transform_sees_both_pil_images(pairs):
 
     sample = PairDataset(pairs, pair_transform=crop_both)[0]
     assert sample["ref"].shape == sample["dis"].shape == (3, 6, 5)
-    assert torch.equal(sample["dis"], torch.from_numpy(_pixels(2)[:, 3:]).permute(2, 0, 1).float() / 255)
+    assert torch.equal(sample["dis"], torch.from_numpy(_pixels(2)[:, 3:]).permute(2, 0, 1))
 
 
 def test_batches_collate(pairs):
