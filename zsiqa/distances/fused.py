@@ -59,10 +59,7 @@ def window_scores(heads: Sequence[DistanceHead], ref: Feats, dis: Feats) -> dict
     if names:
         layout = feature_layout(ref, [d[:m_r] for d in dis])
         per_image = [t.view(n, m_r, *t.shape[1:]) for t in dis]
-        # One image at a time: a whole chunk's intermediates (tens of MB per layer) would be fresh pages each time.
-        parts = [_taps_scores([t.unsqueeze(0) for t in ref], [d[a : a + 1] for d in per_image], layout, names)
-                 for a in range(n)]
-        scores = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+        scores = _taps_scores(ref, per_image, layout, names)
         if any(name in DISTRIBUTION for name in names):
             scores.update(_distribution_scores(ref, per_image, layout, [x for x in names if x in DISTRIBUTION]))
         out = {name: v.reshape(m_d) for name, v in scores.items()}
@@ -125,18 +122,31 @@ def _is_wide(x: torch.Tensor) -> bool:
 
 
 def _taps_scores(ref: list[torch.Tensor], dis: list[torch.Tensor], layout: str, names: list[str]) -> dict:
-    """l2, cos and cos_channel ``[n, w]`` of distorted taps ``[n, w, ...]`` against the reference ``[1, w, ...]``, one
-    layer at a time (their intermediates are one layer in size), as the heads alone reduce them."""
+    """l2, cos and cos_channel ``[n, w]`` of distorted taps ``[n, w, ...]`` against the reference ``[w, ...]``, one
+    image and one layer at a time (a whole chunk's intermediates would be fresh pages every time), as the heads alone
+    reduce them. ``F.cosine_similarity(d, r)`` is ``((d / |d|) * (r / |r|)).sum()`` with both norms clamped at its
+    eps: the reference's unit vectors are computed once, by the same operations."""
+    cos_dims = {name: dim for name, dim in (("cos", -1), ("cos_channel", -1 if layout == "tokens" else 1))
+                if name in names}
+    units = {dim: [_unit(r, dim) for r in ref] for dim in set(cos_dims.values())}
+    rows: dict[str, list[torch.Tensor]] = {name: [] for name in names if name in ("l2", *cos_dims)}
+    for image in range(dis[0].shape[0]):
+        d_image = [d[image] for d in dis]
+        if "l2" in rows:
+            rows["l2"].append(torch.stack([((d - r) ** 2).flatten(1).mean(1) for r, d in zip(ref, d_image)], 1))
+        for name, dim in cos_dims.items():
+            rows[name].append(torch.stack([_guarded_mean(1 - (_unit(d, dim) * u).sum(dim))
+                                           for u, d in zip(units[dim], d_image)], 1))
     out = {}
-    if "l2" in names:
-        terms = torch.stack([((d - t) ** 2).flatten(2).mean(2) for t, d in zip(ref, dis)], 2)
-        out["l2"] = terms.to(_sum_dtype(terms.dtype)).sum(2)
-    for name, dim in (("cos", -1), ("cos_channel", -1 if layout == "tokens" else 2)):
-        if name in names:
-            terms = torch.stack([_window_mean(1 - F.cosine_similarity(d, t, dim=dim, eps=COS_EPS))
-                                 for t, d in zip(ref, dis)], 2)
-            out[name] = terms.to(_sum_dtype(terms.dtype)).sum(2)
+    for name, per_image in rows.items():
+        terms = torch.stack(per_image)
+        out[name] = terms.to(_sum_dtype(terms.dtype)).sum(2)
     return out
+
+
+def _unit(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x`` over its L2 norm along ``dim``, the norm clamped at COS_EPS: F.cosine_similarity's first step."""
+    return x / torch.linalg.vector_norm(x, 2, dim=dim, keepdim=True).clamp_min(COS_EPS)
 
 
 def _slice_columns(shared: dict, dis: list[torch.Tensor], layout: str, names: list[str]) -> dict:
@@ -184,8 +194,3 @@ def _binned(xd: torch.Tensor, q: torch.Tensor, log_q: torch.Tensor, q_log_q: tor
 def _kl_rows(target_log_target: torch.Tensor, target: torch.Tensor, log_input: torch.Tensor) -> torch.Tensor:
     """``F.kl_div(log_input, target, reduction="none").sum(-2)`` from ``xlogy(target, target)``, inf set to 0."""
     return _inf_to_zero((target_log_target - target * log_input).sum(-2))
-
-
-def _window_mean(x: torch.Tensor) -> torch.Tensor:
-    """``_guarded_mean`` per window of ``[g, w, ...]`` -> ``[g, w]``."""
-    return _guarded_mean(x.reshape(x.shape[0] * x.shape[1], -1)).view(x.shape[0], x.shape[1])
