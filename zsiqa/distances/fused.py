@@ -122,26 +122,36 @@ def _is_wide(x: torch.Tensor) -> bool:
 
 
 def _taps_scores(ref: list[torch.Tensor], dis: list[torch.Tensor], layout: str, names: list[str]) -> dict:
-    """l2, cos and cos_channel ``[n, w]`` of distorted taps ``[n, w, ...]`` against the reference ``[w, ...]``, one
-    image and one layer at a time (a whole chunk's intermediates would be fresh pages every time), as the heads alone
+    """l2, cos and cos_channel ``[n, w]`` of distorted taps ``[n, w, ...]`` against the reference ``[w, ...]``, a few
+    images and one layer at a time (a whole chunk's intermediates would be fresh pages every time), as the heads alone
     reduce them. ``F.cosine_similarity(d, r)`` is ``((d / |d|) * (r / |r|)).sum()`` with both norms clamped at its
     eps: the reference's unit vectors are computed once, by the same operations."""
-    cos_dims = {name: dim for name, dim in (("cos", -1), ("cos_channel", -1 if layout == "tokens" else 1))
+    cos_dims = {name: dim for name, dim in (("cos", -1), ("cos_channel", -1 if layout == "tokens" else -3))
                 if name in names}
     units = {dim: [_unit(r, dim) for r in ref] for dim in set(cos_dims.values())}
     rows: dict[str, list[torch.Tensor]] = {name: [] for name in names if name in ("l2", *cos_dims)}
-    for image in range(dis[0].shape[0]):
-        d_image = [d[image] for d in dis]
+    for images in _image_groups(dis[0].shape[0], dis[0].shape[1]):
+        group = [d[images] for d in dis]
         if "l2" in rows:
-            rows["l2"].append(torch.stack([((d - r) ** 2).flatten(1).mean(1) for r, d in zip(ref, d_image)], 1))
+            rows["l2"].append(torch.stack([((d - r) ** 2).flatten(2).mean(2) for r, d in zip(ref, group)], 2))
         for name, dim in cos_dims.items():
-            rows[name].append(torch.stack([_guarded_mean(1 - (_unit(d, dim) * u).sum(dim))
-                                           for u, d in zip(units[dim], d_image)], 1))
+            rows[name].append(torch.stack([_window_mean(1 - (_unit(d, dim) * u).sum(dim))
+                                           for u, d in zip(units[dim], group)], 2))
     out = {}
-    for name, per_image in rows.items():
-        terms = torch.stack(per_image)
+    for name, parts in rows.items():
+        terms = torch.cat(parts)
         out[name] = terms.to(_sum_dtype(terms.dtype)).sum(2)
     return out
+
+
+def _image_groups(n: int, windows: int) -> list[slice]:
+    """Slices of ``n`` images holding at least two windows each where there are two: PyTorch sums a single output
+    row in parallel halves, which rounds differently from the same row among others (as the heads alone see it)."""
+    per = max(1, -(-2 // windows))
+    starts = list(range(0, n, per))
+    if len(starts) > 1 and n - starts[-1] < per:
+        starts.pop()
+    return [slice(a, b) for a, b in zip(starts, [*starts[1:], n])]
 
 
 def _unit(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -194,3 +204,8 @@ def _binned(xd: torch.Tensor, q: torch.Tensor, log_q: torch.Tensor, q_log_q: tor
 def _kl_rows(target_log_target: torch.Tensor, target: torch.Tensor, log_input: torch.Tensor) -> torch.Tensor:
     """``F.kl_div(log_input, target, reduction="none").sum(-2)`` from ``xlogy(target, target)``, inf set to 0."""
     return _inf_to_zero((target_log_target - target * log_input).sum(-2))
+
+
+def _window_mean(x: torch.Tensor) -> torch.Tensor:
+    """``_guarded_mean`` per window of ``[g, w, ...]`` -> ``[g, w]``."""
+    return _guarded_mean(x.reshape(x.shape[0] * x.shape[1], -1)).view(x.shape[0], x.shape[1])
