@@ -211,14 +211,13 @@ class FRMetric(nn.Module):
         dtype = dtype or self.model_dtype()
         self.backbone.cast(dtype)
         crops = crops.to(dtype)
-        step = CPU_CALL_WINDOWS if window is not None and crops.device.type == "cpu" else len(crops)
+        step = CPU_CALL_WINDOWS
+        if window is None or crops.device.type != "cpu" or len(crops) <= step:
+            return self._backbone_call(crops, dtype)
         taps: list[torch.Tensor] = []
         for a in range(0, len(crops), step):
             part = self._backbone_call(crops[a : a + step], dtype)
-            if not taps:
-                if step >= len(crops):
-                    return part
-                taps = [t.new_empty(len(crops), *t.shape[1:]) for t in part]
+            taps = taps or [t.new_empty(len(crops), *t.shape[1:]) for t in part]
             for whole, t in zip(taps, part):
                 whole[a : a + step] = t
         return taps
