@@ -35,6 +35,7 @@ from .errors import ConfigError, InputError, MissingFileError
 ImageLike = Union[str, Path, Image.Image, torch.Tensor]
 EXIF_MODES = ("auto", "apply", "ignore")
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+WIDE_MODES = (*SIXTEEN_BIT_MODES, "I", "F")  # modes holding more than 8 bits per value
 
 
 def resolve_exif(exif: str, preset: str) -> str:
@@ -108,7 +109,7 @@ def load_image(path: str | Path, exif: str = "apply") -> Image.Image:
 
     ``read_image`` keeps 16-bit precision; for 8-bit files the two give the same pixels."""
     im = open_image(path, exif)
-    if im.mode in SIXTEEN_BIT_MODES or im.mode in ("I", "F"):
+    if im.mode in WIDE_MODES:
         return Image.fromarray(np.rint(image_to_array(im, str(path)) * 255).astype(np.uint8))
     return im.convert("RGB")
 
@@ -122,7 +123,7 @@ def read_image(path: str | Path, exif: str = "apply", as_uint8: bool = False) ->
 def pil_to_tensor(im: Image.Image, source: str = "image", as_uint8: bool = False) -> torch.Tensor:
     """PIL -> ``[3, H, W]`` float32 in [0, 1] (torchvision ``ToTensor`` semantics, no normalisation; any mode), or
     with ``as_uint8`` uint8 for 8-bit modes (16-bit, I and F images stay float32: they hold more than 8 bits)."""
-    if as_uint8 and not (im.mode in SIXTEEN_BIT_MODES or im.mode in ("I", "F")):
+    if as_uint8 and im.mode not in WIDE_MODES:
         arr = np.asarray(im.convert("RGB"))
     else:
         arr = image_to_array(im, source)
