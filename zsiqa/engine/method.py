@@ -152,8 +152,9 @@ class IQAModule(L.LightningModule):
             d = align_pair(ref, dis, self.align, f"distance {names[0]!r}") if group[1] else to_float(dis)
             f_ref = self._ref_features((group, ref_id, tuple(ref.shape)), first, ref)
             scores.update(score_pairs({name: self.metrics[name] for name in names}, f_ref, d))
+        whole = to_float(dis) if self.baselines else dis  # made float32 once for every baseline
         for b in self.baselines:
-            d = to_float(align_pair(ref, dis, self.align, f"baseline {b.name!r}"))
+            d = align_pair(ref, whole, self.align, f"baseline {b.name!r}")
             scores[b.name] = b.fn(ref.expand(len(d), -1, -1, -1), d).float()
         return scores
 
