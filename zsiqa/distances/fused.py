@@ -35,7 +35,8 @@ BINNED = ("skld", "jsd")  # the heads on the 64-row softmax p (distorted) and q 
 # Windows whose head intermediates exist at once (each about one window's taps in size, a handful alive at a time):
 # bounds the heads' memory whatever the chunk; one window's working set stays in cache, measured fastest on CPU.
 HEAD_WINDOWS = 1
-# skld treats every column on its own: it runs on blocks of this many columns, whose intermediates stay in cache.
+# skld and jsd treat every column on its own: they run on blocks of this many columns, whose intermediates stay in
+# cache.
 COLUMN_BLOCK = 1024
 
 
@@ -109,8 +110,8 @@ def _reference_side(ref: list[torch.Tensor], layout: str, names: list[str]) -> d
     cols = _columns_of(r, layout)
     shared: dict = {"cols": cols}
     if any(name in BINNED for name in names):
-        qs = [F.softmax(xr, dim=-2).add_(EPS).clamp_(min=EPS) for xr in cols]
-        shared["bins"] = [(q, q.log(), torch.xlogy(q, q)) for q in qs]
+        qs = [F.softmax(xr, dim=-2).add_(EPS) for xr in cols]  # the heads' clamp at EPS: see _binned
+        shared["bins"] = [(q, q.log(), torch.xlogy(q, q), q / 2) for q in qs]
     if "wsd" in names:  # wsd runs in at least fp32: its own columns only for lower-precision features
         wide = cols if _is_wide(r[0]) else _columns_of([_at_least_fp32(t) for t in r], layout)
         shared["wsd"] = [(xr, F.softmax(xr, dim=-1).cumsum(-2)) for xr in wide]
@@ -161,49 +162,69 @@ def _unit(x: torch.Tensor, dim: int) -> torch.Tensor:
 
 def _slice_columns(shared: dict, dis: list[torch.Tensor], layout: str, names: list[str]) -> dict:
     """Per column, before the mean over columns: ``{name: one [g, w, J] per column set}`` for skld, jsd and wsd of
-    distorted taps ``[g, w, ...]`` against the reference side ``shared`` (one set for tokens, one per map layer)."""
+    distorted taps ``[g, w, ...]`` against the reference side ``shared`` (one set for tokens, one per map layer).
+
+    skld's and jsd's steps are per column (a reduction over the 64 rows, or elementwise): they run on blocks of
+    ``COLUMN_BLOCK`` columns whose intermediates stay in cache, and the per-column finals (inf to 0, the halves, the
+    adaptive L2 weight) once on the whole rows. wsd's softmax runs over the columns: it takes whole rows."""
     out: dict[str, list[torch.Tensor]] = {name: [] for name in DISTRIBUTION if name in names}
     wide = _is_wide(dis[0])
     cols = _columns_of(dis, layout)
     wide_cols = cols if wide else _columns_of([_at_least_fp32(d) for d in dis], layout)
     for i, (xr, xd) in enumerate(zip(shared["cols"], cols)):
         # The column L2 term of skld and wsd: computed once when both run in the features' dtype.
-        sq = ((xd - xr) ** 2).sum(-2) if "skld" in out or (wide and "wsd" in out) else None
-        if "bins" in shared:
-            blocks = [_binned(xd[..., c : c + COLUMN_BLOCK], *(b[..., c : c + COLUMN_BLOCK] for b in shared["bins"][i]),
-                              out) for c in range(0, xd.shape[-1], COLUMN_BLOCK)]
-            for name in BINNED:
-                if name in out:
-                    value = torch.cat([b[name] for b in blocks], -1)
-                    out[name].append(value + sq * _adaptive_weight(value) if name == "skld" else value)
+        sq = "skld" in out or (wide and "wsd" in out)
+        bins = shared["bins"][i] if "bins" in shared else None
+        blocks = [_column_block(xd, xr, bins, sq, out, slice(c, c + COLUMN_BLOCK))
+                  for c in range(0, xd.shape[-1], COLUMN_BLOCK)]
+        rows = {key: torch.cat([b[key] for b in blocks], -1) for key in blocks[0]}
+        for name in BINNED:
+            if name in out:
+                value = (_inf_to_zero(rows[name + "_p"]) + _inf_to_zero(rows[name + "_q"])) / 2
+                out[name].append(value + rows["sq"] * _adaptive_weight(value) if name == "skld" else value)
         if "wsd" in out:
             (wxr, v), wxd = shared["wsd"][i], wide_cols[i]
             wsd = F.softmax(wxd, dim=-1).cumsum(-2).sub_(v).abs_()[..., :-1, :].sum(-2)
-            wsq = sq if wide else ((wxd - wxr) ** 2).sum(-2)
+            wsq = rows["sq"] if wide else ((wxd - wxr) ** 2).sum(-2)
             out["wsd"].append(wsd + wsq * _adaptive_weight(wsd))
     return out
 
 
-def _binned(xd: torch.Tensor, q: torch.Tensor, log_q: torch.Tensor, q_log_q: torch.Tensor, names) -> dict:
-    """skld's symmetric KL and jsd's Jensen-Shannon per column of a block of columns ``[g, w, 64, c]``, sharing p.
+def _column_block(xd: torch.Tensor, xr: torch.Tensor, bins: tuple | None, sq: bool, names, c: slice
+                  ) -> dict[str, torch.Tensor]:
+    """The per-column sums ``[g, w, c]`` of one block of columns ``c``: the column L2 term ("sq") and the four KL
+    rows of skld and jsd ("skld_p", "skld_q", "jsd_p", "jsd_q"; inf not yet set to 0)."""
+    xd_c = xd[..., c]
+    out = {"sq": ((xd_c - xr[..., c]) ** 2).sum(-2)} if sq else {}
+    if bins is not None:
+        out.update(_binned(xd_c, *(b[..., c] for b in bins), names))
+    return out
+
+
+def _binned(xd: torch.Tensor, q: torch.Tensor, log_q: torch.Tensor, q_log_q: torch.Tensor, half_q: torch.Tensor,
+            names) -> dict[str, torch.Tensor]:
+    """skld's and jsd's KL rows per column of a block of columns ``[g, w, 64, c]``, sharing p.
 
     ``F.kl_div(input, target)`` is ``xlogy(target, target) - target * input``: the same operations run here, with
-    ``xlogy(p, p)`` computed once for both heads, so every element rounds as in the heads alone."""
-    p = F.softmax(xd, dim=-2).add_(EPS).clamp_(min=EPS)
+    ``xlogy(p, p)`` computed once for both heads, so every element rounds as in the heads alone. Two steps are
+    rewritten exactly: the heads' clamp at EPS after adding EPS to a softmax never changes a value (rounding is
+    monotone), and ``(p + q) / 2`` is ``q / 2 + 0.5 * p`` (halving is exact above the subnormals, p and q >= EPS)."""
+    p = F.softmax(xd, dim=-2).add_(EPS)
     p_log_p = torch.xlogy(p, p)
     out = {}
     if "skld" in names:
-        log_p = p.log()
-        out["skld"] = (_kl_rows(p_log_p, p, log_q) + _kl_rows(q_log_q, q, log_p)) / 2
+        out["skld_p"] = _kl_rows(p_log_p, p, log_q)
+        out["skld_q"] = _kl_rows(q_log_q, q, p.log())
     if "jsd" in names:
-        log_mean = ((p + q) / 2 + JSD_MEAN_EPS).log()
-        out["jsd"] = (_kl_rows(p_log_p, p, log_mean) + _kl_rows(q_log_q, q, log_mean)) / 2
+        log_mean = torch.add(half_q, p, alpha=0.5).add_(JSD_MEAN_EPS).log_()
+        out["jsd_p"] = _kl_rows(p_log_p, p, log_mean)
+        out["jsd_q"] = _kl_rows(q_log_q, q, log_mean)
     return out
 
 
 def _kl_rows(target_log_target: torch.Tensor, target: torch.Tensor, log_input: torch.Tensor) -> torch.Tensor:
-    """``F.kl_div(log_input, target, reduction="none").sum(-2)`` from ``xlogy(target, target)``, inf set to 0."""
-    return _inf_to_zero((target_log_target - target * log_input).sum(-2))
+    """``F.kl_div(log_input, target, reduction="none").sum(-2)`` from ``xlogy(target, target)`` (inf kept)."""
+    return (target_log_target - target * log_input).sum(-2)
 
 
 def _window_mean(x: torch.Tensor) -> torch.Tensor:
