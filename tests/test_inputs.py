@@ -206,6 +206,15 @@ def test_loader_keeps_8_bit_images_as_uint8_with_the_same_float_values(files, na
     assert torch.equal(to_float(every), pil_to_tensor(Image.fromarray(every.permute(1, 2, 0).numpy())))
 
 
+def test_the_uint8_loader_prints_no_warning(files):
+    """PIL's array view is read-only, and ``torch.from_numpy`` warns about it on stderr; the loader copies it. In a
+    fresh process: PyTorch prints that warning once per process, so an earlier test could hide it here."""
+    code = "import sys; from zsiqa.io import read_image; read_image(sys.argv[1], as_uint8=True)"
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code, str(files["ok.png"])],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
 def test_a_batch_mixing_8_and_16_bit_images_is_stacked_as_floats(files):
     from zsiqa.data.datamodule import collate_pairs
 

@@ -124,7 +124,7 @@ def pil_to_tensor(im: Image.Image, source: str = "image", as_uint8: bool = False
     """PIL -> ``[3, H, W]`` float32 in [0, 1] (torchvision ``ToTensor`` semantics, no normalisation; any mode), or
     with ``as_uint8`` uint8 for 8-bit modes (16-bit, I and F images stay float32: they hold more than 8 bits)."""
     if as_uint8 and im.mode not in WIDE_MODES:
-        arr = np.asarray(im.convert("RGB"))
+        arr = np.array(im.convert("RGB"))  # a writable copy: torch.from_numpy warns on PIL's read-only view
     else:
         arr = image_to_array(im, source)
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
