@@ -558,17 +558,27 @@ def test_fused_heads_keep_swd_draws_in_window_order():
     assert torch.equal(fused["swd"], alone)
 
 
-def test_fused_heads_slice_windows_without_changing_scores(monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("step_windows", [1, 3, 64])
+def test_fused_heads_are_bit_equal_to_the_heads_whatever_their_step_and_column_blocks(monkeypatch, step_windows, dtype):
+    """One image per step, 3 (steps of 3 and 2 images) or all; 64-column blocks (160 columns: 64, 64, 32) or the
+    default: the heads' scores bit for bit. (Blocks narrower than 32 columns are summed with other roundings.)"""
     from zsiqa.distances import fused
 
-    ref, dis = one_ref_many_dis("tokens", 5, torch.float32, windows=4)
-    heads = [get_distance(x) for x in ("l2", "cos", "skld", "jsd", "wsd")]
-    monkeypatch.setattr(fused, "HEAD_WINDOWS", 1)
-    one = fused.window_scores(heads, ref, dis)
-    monkeypatch.setattr(fused, "HEAD_WINDOWS", 64)
-    many = fused.window_scores(heads, ref, dis)
-    for name in one:
-        torch.testing.assert_close(one[name], many[name], rtol=1e-6, atol=0)
+    ref = [randn(3, 40, 64, seed=i, dtype=dtype) for i in range(4)]
+    dis = [torch.cat([r + (0.2 + 0.3 * k) * randn(*r.shape, seed=50 + 7 * k + j, dtype=dtype) for k in range(5)])
+           for j, r in enumerate(ref)]
+    names = ("l2", "cos", "skld", "jsd", "wsd")
+    monkeypatch.setattr(fused, "HEAD_BYTES", step_windows * sum(r[0].numel() * r.element_size() for r in ref))
+    repeated = [r.repeat(5, 1, 1) for r in ref]
+    for elements in (1, fused.BLOCK_ELEMENTS):
+        monkeypatch.setattr(fused, "BLOCK_ELEMENTS", elements)
+        got = fused.window_scores([get_distance(x) for x in names], ref, dis)
+        for name in names:
+            alone = torch.cat([fn(name)([r[m : m + 1] for r in repeated], [d[m : m + 1] for d in dis]) for m in range(15)])
+            if name == "l2":  # l2 alone on a lone window sums its row in parallel halves: the batched head instead
+                alone = fn(name)(repeated, dis)
+            assert torch.equal(got[name], alone), (name, elements)
 
 
 def test_fused_path_only_for_the_registered_heads():

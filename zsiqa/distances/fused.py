@@ -32,12 +32,15 @@ from .distribution import (
 FUSED = ("l2", "cos", "cos_channel", "skld", "jsd", "wsd")
 DISTRIBUTION = ("skld", "jsd", "wsd")
 BINNED = ("skld", "jsd")  # the heads on the 64-row softmax p (distorted) and q (reference)
-# Windows whose head intermediates exist at once (each about one window's taps in size, a handful alive at a time):
-# bounds the heads' memory whatever the chunk; one window's working set stays in cache, measured fastest on CPU.
-HEAD_WINDOWS = 1
-# skld and jsd treat every column on its own: they run on blocks of this many columns, whose intermediates stay in
-# cache.
-COLUMN_BLOCK = 1024
+# skld, jsd and wsd run one reference window at a time against as many distorted images' windows as fit in this
+# many bytes of taps (4 images for dino_vitb16): the reference side is reused while in cache, and each operation
+# covers several images. Bounds the heads' memory (a few times this) whatever the chunk.
+HEAD_BYTES = 32 * 2**20
+# skld and jsd treat every column on its own: they run on blocks of columns of about this many elements (over all
+# images of the step), whose intermediates stay in cache. A block is a whole number of 64 columns: PyTorch's fp32
+# sum over the rows rounds a column as it does in the whole row only when blocks start on such a multiple.
+BLOCK_ELEMENTS = 2**18
+BLOCK_COLUMNS = 64
 
 
 def is_fused(head: DistanceHead) -> bool:
@@ -72,16 +75,17 @@ def window_scores(heads: Sequence[DistanceHead], ref: Feats, dis: Feats) -> dict
 
 
 def _distribution_scores(ref: list[torch.Tensor], dis: list[torch.Tensor], layout: str, names: list[str]) -> dict:
-    """skld, jsd and wsd ``[n, w]`` of distorted taps ``[n, w, ...]`` against reference taps ``[w, ...]``, computed
-    ``HEAD_WINDOWS`` windows at a time, each reference slice's side once for all images. The per-column values of
-    every window are kept and averaged over columns at once, a reduction of the same shape as the heads' alone."""
+    """skld, jsd and wsd ``[n, w]`` of distorted taps ``[n, w, ...]`` against reference taps ``[w, ...]``, one
+    reference window at a time against a step of images (``HEAD_BYTES``), its side computed once for all images.
+    The per-column values of every window are kept and averaged over columns at once, a reduction of the same shape
+    as the heads' alone."""
     n, m_r = dis[0].shape[:2]
+    window_bytes = sum(t[0, 0].numel() * t.element_size() for t in dis)
+    step = max(1, min(n, HEAD_BYTES // window_bytes))
     columns: dict[str, list[torch.Tensor]] = {}
-    width = min(m_r, HEAD_WINDOWS)
-    for s in range(0, m_r, width):
-        w = slice(s, s + width)
+    for s in range(m_r):
+        w = slice(s, s + 1)
         shared = _reference_side([r[w] for r in ref], layout, names)
-        step = max(1, HEAD_WINDOWS // width)
         for a in range(0, n, step):
             for name, layers in _slice_columns(shared, [d[a : a + step, w] for d in dis], layout, names).items():
                 if name not in columns:
@@ -165,29 +169,45 @@ def _slice_columns(shared: dict, dis: list[torch.Tensor], layout: str, names: li
     distorted taps ``[g, w, ...]`` against the reference side ``shared`` (one set for tokens, one per map layer).
 
     skld's and jsd's steps are per column (a reduction over the 64 rows, or elementwise): they run on blocks of
-    ``COLUMN_BLOCK`` columns whose intermediates stay in cache, and the per-column finals (inf to 0, the halves, the
-    adaptive L2 weight) once on the whole rows. wsd's softmax runs over the columns: it takes whole rows."""
+    columns whose intermediates stay in cache, and the per-column finals (inf to 0, the halves, the adaptive L2
+    weight) once on the whole rows. wsd's softmax runs over the columns: it takes whole rows, image by image."""
     out: dict[str, list[torch.Tensor]] = {name: [] for name in DISTRIBUTION if name in names}
     wide = _is_wide(dis[0])
     cols = _columns_of(dis, layout)
-    wide_cols = cols if wide else _columns_of([_at_least_fp32(d) for d in dis], layout)
+    # The column L2 term of skld and wsd: computed once when both run in the features' dtype.
+    sq = "skld" in out or (wide and "wsd" in out)
+    sq_rows: list[torch.Tensor | None] = [None] * len(cols)
     for i, (xr, xd) in enumerate(zip(shared["cols"], cols)):
-        # The column L2 term of skld and wsd: computed once when both run in the features' dtype.
-        sq = "skld" in out or (wide and "wsd" in out)
         bins = shared["bins"][i] if "bins" in shared else None
-        blocks = [_column_block(xd, xr, bins, sq, out, slice(c, c + COLUMN_BLOCK))
-                  for c in range(0, xd.shape[-1], COLUMN_BLOCK)]
+        if bins is None and not sq:  # wsd alone below fp32: nothing per block
+            continue
+        width = max(1, BLOCK_ELEMENTS // xd[..., :1].numel() // BLOCK_COLUMNS) * BLOCK_COLUMNS
+        blocks = [_column_block(xd, xr, bins, sq, out, slice(c, c + width)) for c in range(0, xd.shape[-1], width)]
         rows = {key: torch.cat([b[key] for b in blocks], -1) for key in blocks[0]}
         for name in BINNED:
             if name in out:
                 value = (_inf_to_zero(rows[name + "_p"]) + _inf_to_zero(rows[name + "_q"])) / 2
                 out[name].append(value + rows["sq"] * _adaptive_weight(value) if name == "skld" else value)
-        if "wsd" in out:
-            (wxr, v), wxd = shared["wsd"][i], wide_cols[i]
-            wsd = F.softmax(wxd, dim=-1).cumsum(-2).sub_(v).abs_()[..., :-1, :].sum(-2)
-            wsq = rows["sq"] if wide else ((wxd - wxr) ** 2).sum(-2)
-            out["wsd"].append(wsd + wsq * _adaptive_weight(wsd))
+        sq_rows[i] = rows.get("sq")
+    if "wsd" in out:
+        out["wsd"] = _wsd_columns(shared["wsd"], dis, cols if wide else None, sq_rows, layout)
     return out
+
+
+def _wsd_columns(ref_side: list[tuple[torch.Tensor, torch.Tensor]], dis: list[torch.Tensor],
+                 cols: list[torch.Tensor] | None, sq_rows: list[torch.Tensor | None], layout: str) -> list[torch.Tensor]:
+    """wsd per column ``[g, w, J]``, one per column set, one distorted image at a time (its softmax over whole rows
+    and cumsum hold a few copies of the image's columns). ``cols``/``sq_rows``: the columns and column L2 terms of
+    features already in at least fp32; ``None`` for lower precision, where wsd builds its own in fp32."""
+    per_set: list[list[torch.Tensor]] = [[] for _ in ref_side]
+    for j in range(dis[0].shape[0]):
+        own = [c[j : j + 1] for c in cols] if cols is not None else _columns_of(
+            [_at_least_fp32(d[j : j + 1]) for d in dis], layout)
+        for i, ((wxr, v), wxd) in enumerate(zip(ref_side, own)):
+            wsd = F.softmax(wxd, dim=-1).cumsum(-2).sub_(v).abs_()[..., :-1, :].sum(-2)
+            wsq = sq_rows[i][j : j + 1] if cols is not None else ((wxd - wxr) ** 2).sum(-2)
+            per_set[i].append(wsd + wsq * _adaptive_weight(wsd))
+    return [torch.cat(v) for v in per_set]
 
 
 def _column_block(xd: torch.Tensor, xr: torch.Tensor, bins: tuple | None, sq: bool, names, c: slice
