@@ -30,6 +30,7 @@ from pipal_protocol import (
     heads_share,
     max_relative_difference,
     official_loop,
+    profile_summary,
     run_engine,
 )
 
@@ -102,11 +103,7 @@ def speed(args: argparse.Namespace, tmp: Path) -> None:
               f"score difference {diff:.1e}")
     print(f"  one distance (l2): loop {best['l2 loop']:.2f} s/pair, engine {best['l2']:.2f} s/pair -> "
           f"{ratios('l2 loop', 'l2')}")
-    shares = sorted((share["heads"] / share["total"], share) for _, _, share in rounds)
-    median = shares[len(shares) // 2][1]
-    print(f"  scoring profile (fp32, decoding excluded; median round): backbone "
-          f"{median['backbone'] / median['total']:.0%}, five heads {median['heads'] / median['total']:.0%} of "
-          f"{median['total']:.1f} s (heads in each round: {', '.join(f'{h:.1%}' for h, _ in shares)})")
+    print(f"  scoring profile (fp32, decoding excluded): {profile_summary([share for _, _, share in rounds])}")
 
 
 def rss(args: argparse.Namespace, tmp: Path) -> None:

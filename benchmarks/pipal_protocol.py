@@ -167,6 +167,15 @@ def heads_share(items: list, backbone: str, distances: list[str], device: str, b
     return totals
 
 
+def profile_summary(shares: list[dict[str, float]]) -> str:
+    """``heads_share`` of several rounds in one line: the median round's backbone and heads shares, and the heads'
+    share of every round, in round order."""
+    heads = [share["heads"] / share["total"] for share in shares]
+    median = shares[sorted(range(len(shares)), key=heads.__getitem__)[len(shares) // 2]]
+    return (f"backbone {median['backbone'] / median['total']:.0%}, heads {median['heads'] / median['total']:.0%} of "
+            f"{median['total']:.1f} s (median round; heads in each round: {', '.join(f'{h:.1%}' for h in heads)})")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -237,12 +246,7 @@ def main() -> None:
                   f"score difference {diffs[mode]:.1e}")
             if mode == "fp32" and diffs[mode] > 1e-5:
                 raise SystemExit("engine and official-style loop disagree")
-        shares.sort(key=lambda share: share["heads"] / share["total"])
-        heads = [share["heads"] / share["total"] for share in shares]
-        median = shares[len(shares) // 2]
-        print(f"  scoring profile (fp32, median round): backbone {median['backbone'] / median['total']:.0%}, heads "
-              f"{median['heads'] / median['total']:.0%} of {median['total']:.1f} s "
-              f"[heads in each round: {', '.join(f'{h:.1%}' for h in heads)}]")
+        print(f"  scoring profile (fp32): {profile_summary(shares)}")
 
 
 if __name__ == "__main__":
