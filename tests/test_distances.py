@@ -571,14 +571,14 @@ def test_fused_heads_are_bit_equal_to_the_heads_whatever_their_step_and_column_b
     names = ("l2", "cos", "skld", "jsd", "wsd")
     monkeypatch.setattr(fused, "HEAD_BYTES", step_windows * sum(r[0].numel() * r.element_size() for r in ref))
     repeated = [r.repeat(5, 1, 1) for r in ref]
+    alone = {name: torch.cat([fn(name)([r[m : m + 1] for r in repeated], [d[m : m + 1] for d in dis]) for m in range(15)])
+             for name in names}
+    alone["l2"] = fn("l2")(repeated, dis)  # l2 alone on a lone window sums its row in parallel halves: batched instead
     for elements in (1, fused.BLOCK_ELEMENTS):
         monkeypatch.setattr(fused, "BLOCK_ELEMENTS", elements)
         got = fused.window_scores([get_distance(x) for x in names], ref, dis)
         for name in names:
-            alone = torch.cat([fn(name)([r[m : m + 1] for r in repeated], [d[m : m + 1] for d in dis]) for m in range(15)])
-            if name == "l2":  # l2 alone on a lone window sums its row in parallel halves: the batched head instead
-                alone = fn(name)(repeated, dis)
-            assert torch.equal(got[name], alone), (name, elements)
+            assert torch.equal(got[name], alone[name]), (name, elements)
 
 
 def test_fused_path_only_for_the_registered_heads():
