@@ -32,9 +32,9 @@ def quiet_libraries() -> None:
 
 # glibc hands freed blocks above its mmap threshold (32 MB at most, moved at run time) and any free top of the heap
 # beyond its trim threshold back to the kernel at once. A scoring process frees and allocates the same few hundred MB
-# (a chunk's taps, the backbone's activations) call after call, so every call faulted them in again page by page:
-# 790k page faults in a 26 s TID2013-sized evaluate.py run (dino_vitb16, 16 pairs), 540k with these settings, and
-# 4-7 % less time (README "Benchmarks"). The process keeps what it freed for reuse instead; the peak stays the peak.
+# (a chunk's taps, the backbone's activations) call after call, so every call faulted them in again page by page.
+# Kept for reuse instead: about 40 % fewer page faults, a little less time and a little more peak RSS (measured in
+# README "Benchmarks", "How scoring is organised").
 MALLOC_MMAP_THRESHOLD = 2**30  # blocks up to 1 GiB come from the reusable heap
 MALLOC_TRIM_THRESHOLD = 2**31 - 1  # the largest value mallopt takes: the heap is in effect never trimmed
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, <malloc.h>
