@@ -13,6 +13,8 @@ from zsiqa.config import compose_config
 from zsiqa.data.datamodule import batch_pairs
 from zsiqa.engine import method
 from zsiqa.engine.runner import run_cell, run_dir_for
+from zsiqa.errors import run_entry_point
+from zsiqa.reporting.results import read_rows
 from zsiqa.reporting.sweep import gather
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,6 +91,35 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, demo_root, monkey
         for col in ("l2", "cos", "wsd", "psnr"):
             assert float(ra[col]) == pytest.approx(float(rb[col]), rel=1e-6)
     assert resumed["metrics"]["l2"]["srcc"] == pytest.approx(full["metrics"]["l2"]["srcc"])
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux) to fail writes like a full disk")
+def test_a_full_disk_is_one_line_and_the_same_command_resumes(tmp_path, demo_root, monkeypatch, capsys):
+    """scores.csv's write fails as on a full disk (its temporary file points at /dev/full): one line naming the file,
+    exit code 1, the scored rows kept; with space again the same run scores nothing twice and writes every output."""
+    cfg = cell(tmp_path, demo_root)
+    run_dir = run_dir_for(cfg)
+    run_dir.mkdir(parents=True)
+    (run_dir / ".scores.csv.tmp").symlink_to("/dev/full")
+    assert run_entry_point(lambda: run_cell(cfg), "evaluate.py") == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line and not line.startswith("scoring:")]  # no bar
+    assert err == [f"evaluate.py: error: {run_dir / 'scores.csv'}: No space left on device (a write failed). Free some "
+                   "space on that disk, or write the run elsewhere (run.out=...), and run the same command again: it "
+                   "resumes from what was already written"]
+    assert not (run_dir / ".scores.csv.tmp").is_symlink() and len(read_rows(run_dir)) == 10
+
+    scored = {"n": 0}
+    original = method.IQAModule.predict_step
+
+    def counting(self, batch, batch_idx):
+        scored["n"] += batch_pairs(batch)
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(method.IQAModule, "predict_step", counting)
+    resumed = run_cell(cfg)
+    assert scored["n"] == 0 and resumed["pairs_scored_now"] == 0
+    assert [int(r["index"]) for r in read_scores(run_dir / "scores.csv")] == list(range(10))
+    assert (run_dir / "summary.json").is_file() and (run_dir / "scatter.png").is_file()
 
 
 def test_resume_refuses_a_different_configuration(tmp_path, demo_root):

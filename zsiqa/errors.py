@@ -1,15 +1,19 @@
 """Expected failures and the one error boundary of every entry point.
 
-An expected failure (bad input, bad config, missing data, unavailable weights) is a ``ZsiqaError``: its message names
-the file, line or argument and the fix, and the entry points print it as one line instead of a traceback. Anything
-else is a bug and keeps its traceback. ``ZSIQA_DEBUG=1`` (or ``--debug`` where an entry point offers it) shows the
-traceback of expected failures too. The classes also derive from the built-in exception a caller would expect
-(``ValueError``, ``FileNotFoundError``, ``RuntimeError``), so ``except ValueError`` keeps working.
+An expected failure (bad input, bad config, missing data, unavailable weights, a full disk) is a ``ZsiqaError``: its
+message names the file, line or argument and the fix, and the entry points print it as one line instead of a
+traceback. Anything else is a bug and keeps its traceback. ``ZSIQA_DEBUG=1`` (or ``--debug`` where an entry point
+offers it) shows the traceback of expected failures too. The classes also derive from the built-in exception a caller
+would expect (``ValueError``, ``FileNotFoundError``, ``OSError``, ``RuntimeError``), so ``except ValueError`` keeps
+working.
 """
 from __future__ import annotations
 
+import errno
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Callable
 
 
@@ -37,8 +41,42 @@ class MissingFileError(ZsiqaError, FileNotFoundError):
     """A file or folder that should exist does not (an image, a label file, a checkpoint)."""
 
 
+class DiskFullError(ZsiqaError, OSError):
+    """A write that failed for lack of space (or quota): the message names the file; a rerun resumes."""
+
+
 class WeightsUnavailableError(ZsiqaError, RuntimeError):
     """Pretrained weights that cannot be had offline: the message names the backbone, the file and the fixes."""
+
+
+_OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def out_of_space(error: BaseException, path: str | os.PathLike | None = None) -> DiskFullError | None:
+    """The clean error for a write (to ``path``, else the file the ``OSError`` names: a copy's destination) that
+    failed because the disk or the user's quota is full, else None. torch's writer reports the ``OSError`` only as the context of its own
+    ``RuntimeError``, so the chain is searched."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__context__
+    if cause is None or cause.errno not in _OUT_OF_SPACE:
+        return None
+    where = path or cause.filename2 or cause.filename
+    return DiskFullError(f"{f'{where}: ' if where else ''}{cause.strerror} (a write failed). Free some space on that "
+                         "disk, or write the run elsewhere (run.out=...), and run the same command again: it resumes "
+                         "from what was already written")
+
+
+@contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Around a write to ``path``: a full disk becomes a ``DiskFullError`` naming ``path``."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        full = out_of_space(e, path)
+        if full is None:
+            raise
+        raise full from e
 
 
 def debug_enabled() -> bool:
@@ -54,17 +92,18 @@ def run_entry_point(main: Callable[[], int | None], prog: str, debug: bool = Fal
     """
     try:
         return int(main() or 0)
-    except ZsiqaError as e:
-        if debug or debug_enabled():
+    except (ZsiqaError, OSError) as e:
+        error = e if isinstance(e, ZsiqaError) else out_of_space(e)
+        if error is None or debug or debug_enabled():
             raise
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return e.exit_code
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
 
 
 __all__ = [
-    "ConfigError", "DataError", "InputError", "MissingFileError", "WeightsUnavailableError", "ZsiqaError",
-    "debug_enabled", "run_entry_point",
+    "ConfigError", "DataError", "DiskFullError", "InputError", "MissingFileError", "WeightsUnavailableError", "ZsiqaError",
+    "debug_enabled", "out_of_space", "run_entry_point", "writing",
 ]

@@ -23,7 +23,7 @@ from torch import nn
 from .backbones import Backbone, create_backbone
 from .distances import DistanceHead, get_distance
 from .errors import ConfigError, InputError, MissingFileError
-from .files import atomic_write
+from .files import atomic_save
 from .metric import FRMetric
 from .presets import resolve_distance
 
@@ -136,7 +136,7 @@ def head_record(config: dict, weights: TermWeights) -> dict:
 
 def save_head(path: str | os.PathLike, record: dict) -> Path:
     """Write a head record (from ``head_record``) to ``path`` atomically."""
-    return atomic_write(path, lambda tmp: torch.save(record, tmp))
+    return atomic_save(path, record)
 
 
 def read_head(path: str | os.PathLike) -> tuple[TermWeights, dict]:

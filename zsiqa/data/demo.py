@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from ..errors import MissingFileError
+from ..errors import MissingFileError, writing
 from .items import (
     DatasetSpec,
     FileIndex,
@@ -178,8 +178,12 @@ def _save_png(img: Image.Image, path: Path) -> None:
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write via a temporary file and rename, so concurrent builders never leave a half-written file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    try:
+        with writing(path), os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except BaseException:  # cleanup only, then the same error
+        os.unlink(tmp)
+        raise
     os.replace(tmp, path)
 
 

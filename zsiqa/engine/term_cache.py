@@ -29,7 +29,7 @@ from ..backbones import Backbone
 from ..data import PairItem
 from ..data.datamodule import FRDataModule
 from ..errors import DataError
-from ..files import atomic_write
+from ..files import atomic_save
 from ..learned_weights import Terms
 from ..metric import FRMetric
 from .method import IQAModule
@@ -175,6 +175,6 @@ def cached_terms(cache_dir: str | os.PathLike, key: dict,
 
     def save(table: TermTable) -> None:
         record = {"key": key, "index": table.index, "layer": table.layer, "channel": table.channel}
-        atomic_write(path, lambda tmp: torch.save(record, tmp))
+        atomic_save(path, record)
 
     return compute(save), path, True

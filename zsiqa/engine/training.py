@@ -30,7 +30,7 @@ from ..backbones import create_backbone
 from ..config import dataset_config, to_container
 from ..data import DATASETS, PairItem, data_root
 from ..distances import DistanceHead, get_distance
-from ..errors import ConfigError
+from ..errors import ConfigError, writing
 from ..files import atomic_write_text
 from ..learned_weights import TermWeights, backbone_fingerprint, head_config, head_record, read_head, save_head
 from ..metric import MAX_IMAGE_SIDE, FRMetric
@@ -241,10 +241,10 @@ def _fit_and_report(cfg: dict, run_dir: Path, metric: FRMetric, fingerprint: str
         last = ckpt_dir / "last.ckpt"
         if last.exists():
             print(f"resuming from {last}")
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), writing(run_dir):  # Lightning's checkpoint and log writes name no file
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None)
-        done.write_text("fit finished\n")
+        atomic_write_text(done, "fit finished\n")
 
     best_path = ckpt_dir / "best.ckpt"
     best, _ = read_head(best_path)

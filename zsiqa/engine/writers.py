@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from ..data import PairItem
 from ..data.datamodule import batch_pairs
-from ..files import atomic_write
+from ..files import atomic_save
 from ..reporting.results import ERROR_COLUMN, ScoreWriter
 
 
@@ -67,7 +67,7 @@ class TermPartsWriter(BasePredictionWriter):
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         part = {"index": torch.tensor(self.index, dtype=torch.long), "terms": [torch.cat(t) for t in zip(*self.terms)]}
-        atomic_write(self.parts_dir / f"rank{trainer.global_rank}.pt", lambda tmp: torch.save(part, tmp))
+        atomic_save(self.parts_dir / f"rank{trainer.global_rank}.pt", part)
 
 
 def merge_term_parts(parts_dir: Path, items: Sequence[PairItem]) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -5,9 +5,11 @@ Nothing computed is lost: an interrupted run leaves complete rows in ``parts/``,
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
+from ..errors import writing
 from ..files import atomic_write
 
 ITEM_COLUMNS = ["index", "ref", "dis", "label", "dist_type", "level", "ref_id", "transform"]
@@ -23,16 +25,24 @@ class ScoreWriter:
         self.columns = ITEM_COLUMNS + score_columns + [ERROR_COLUMN]
         _drop_partial_line(self.path)
         new = not self.path.exists() or self.path.stat().st_size == 0
-        self._file = open(self.path, "a", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=self.columns)
-        if new:
-            self._writer.writeheader()
-        else:
+        if not new:
             _check_header(self.path, self.columns)
+        # Unbuffered: each batch's rows reach the file in write(), and a failed write (a full disk) leaves nothing
+        # buffered for the interpreter to retry, and fail on, at exit.
+        self._file = open(self.path, "ab", buffering=0)
+        if new:
+            self._append(lambda writer: writer.writeheader())
 
     def write(self, rows: Iterable[dict]) -> None:
-        self._writer.writerows(rows)
-        self._file.flush()
+        self._append(lambda writer: writer.writerows(rows))
+
+    def _append(self, fill: Callable[[csv.DictWriter], object]) -> None:
+        text = io.StringIO(newline="")
+        fill(csv.DictWriter(text, fieldnames=self.columns))
+        data = memoryview(text.getvalue().encode())
+        with writing(self.path):
+            while data:  # a raw write may take only part of the bytes
+                data = data[self._file.write(data):]
 
     def close(self) -> None:
         self._file.close()
@@ -45,13 +55,13 @@ def _complete_lines(text: str) -> str:
 
 def _drop_partial_line(path: Path) -> None:
     if path.exists():
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         if _complete_lines(text) != text:
-            path.write_text(_complete_lines(text))
+            path.write_text(_complete_lines(text), encoding="utf-8")
 
 
 def _check_header(path: Path, columns: list[str]) -> None:
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         header = next(csv.reader(f), [])
     if header != columns:
         raise ValueError(f"{path}: columns {header} differ from this run's {columns}; use a new run folder (run.name=...)")
@@ -65,7 +75,7 @@ def read_rows(run_dir: Path) -> dict[int, dict]:
     for path in paths:
         if not path.exists():
             continue
-        text = _complete_lines(path.read_text())
+        text = _complete_lines(path.read_text(encoding="utf-8"))
         for line_no, row in enumerate(csv.DictReader(text.splitlines()), start=2):
             if None in row or any(v is None for v in row.values()):
                 raise ValueError(f"{path}:{line_no}: row has the wrong number of fields; delete the line or the run folder")
@@ -82,7 +92,7 @@ def merge_parts(run_dir: Path, columns: list[str]) -> Path:
     rows = read_rows(run_dir)
 
     def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows[i] for i in sorted(rows))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write_text
+from ..files import atomic_savefig, atomic_write_text
 from ..stats import correlation_intervals, correlations, fit_logistic, logistic4
 from .markdown import markdown_table
 
@@ -116,9 +116,10 @@ def scatter_plot(rows: list[dict], summary: dict, label_name: str, path: Path) -
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        return atomic_savefig(path, fig)
+    finally:
+        plt.close(fig)
 
 
 def write_summary(run_dir: Path, summary: dict, config: dict, extra: dict) -> None:

@@ -17,6 +17,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from ..errors import MissingFileError
+from ..files import atomic_write_text
 from ..transforms import transform_label
 
 
@@ -83,9 +84,8 @@ def grid_csv(summaries: list[dict]) -> str:
 def write_grid(folder: str | os.PathLike, summaries: list[dict]) -> tuple[Path, str]:
     """Write ``grid.md`` and ``grid.csv`` of ``summaries`` into ``folder``; returns the table's path and text."""
     text = grid_markdown(summaries)
-    path = Path(folder) / "grid.md"
-    path.write_text(text)
-    path.with_suffix(".csv").write_text(grid_csv(summaries))
+    path = atomic_write_text(Path(folder) / "grid.md", text)
+    atomic_write_text(path.with_suffix(".csv"), grid_csv(summaries))
     return path, text
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..data import PairItem
-from ..files import atomic_write
+from ..files import atomic_savefig, atomic_write
 from .markdown import markdown_table
 
 
@@ -45,9 +45,10 @@ def weights_plot(weights: list[float], share: list[float], title: str, path: Pat
         ax.set_xlabel("layer")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        return atomic_savefig(path, fig)
+    finally:
+        plt.close(fig)
 
 
 def cross_dataset_table(test: dict) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path, PurePath
 import numpy as np
 
 from ..errors import InputError, MissingFileError
+from ..files import atomic_savefig, atomic_write, atomic_write_text
 from .bootstrap import ReferenceBootstrap, paired_p_value, percentile_interval
 from .correlations import correlations
 
@@ -284,14 +285,16 @@ def write_matrix(board: dict, path: str | Path) -> Path:
     """CSV, one row per metric (leaderboard order): ``delta:<b>`` (row minus b) and ``p:<b>`` columns."""
     names = list(board["metrics"])
     cell = _pair_cells(board)
-    path = Path(path)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["metric", *(f"delta:{b}" for b in names), *(f"p:{b}" for b in names)])
-        for a in names:
-            writer.writerow([a, *(0.0 if a == b else cell[a, b][0] for b in names),
-                             *(1.0 if a == b else cell[a, b][1] for b in names)])
-    return path
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["metric", *(f"delta:{b}" for b in names), *(f"p:{b}" for b in names)])
+            for a in names:
+                writer.writerow([a, *(0.0 if a == b else cell[a, b][0] for b in names),
+                                 *(1.0 if a == b else cell[a, b][1] for b in names)])
+
+    return atomic_write(path, write)
 
 
 def plot_leaderboard(result: dict, path: str | Path, level: float = 0.95) -> Path:
@@ -315,10 +318,10 @@ def plot_leaderboard(result: dict, path: str | Path, level: float = 0.95) -> Pat
         ax.set_title(title, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        return atomic_savefig(path, fig)
+    finally:
+        plt.close(fig)
 
 
 def write_json(result: dict, path: str | Path) -> Path:
@@ -330,6 +333,4 @@ def write_json(result: dict, path: str | Path) -> Path:
     payload = strip(result)
     if "by_type" in result:
         payload["by_type"] = {t: strip(b) for t, b in result["by_type"].items()}
-    path = Path(path)
-    path.write_text(json.dumps(payload, indent=1))
-    return path
+    return atomic_write_text(path, json.dumps(payload, indent=1))
