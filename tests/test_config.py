@@ -104,6 +104,26 @@ def test_bad_command_lines_are_one_line_config_errors(entry, args, message, caps
     assert err.startswith(f"{entry}.py: error: ") and err.count("\n") == 1 and message in err
 
 
+def test_an_output_folder_that_cannot_be_written_fails_before_any_work(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    cases = [
+        ("evaluate", [f"run.out={afile}"], f"run.out={afile}: {afile} is a file, not a folder; choose a folder you"),
+        ("evaluate", [f"run.out={afile}/runs"], f"run.out={afile}/runs: {afile} is a file, not a folder"),
+        ("train", [f"run.cache_dir={afile}/cache"], f"run.cache_dir={afile}/cache: {afile} is a file, not a folder"),
+        ("evaluate", ["-m", "distance=[l2],[cos]", f"run.out={afile}"], f"run.out={afile}: {afile} is a file"),
+        # /proc takes no new files, even from root (for whom no permission bit is enforced)
+        ("evaluate", ["run.out=/proc/zsiqa/runs"], "run.out=/proc/zsiqa/runs: cannot write in /proc ("),
+    ]
+    for entry, args, message in cases:
+        assert entry_point(entry).main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"{entry}.py: error: {message}") and err.count("\n") == 1, (args, err)
+    fresh = tmp_path / "new" / "runs"
+    check_command_line("evaluate", [f"run.out={fresh}"])  # a folder that can be made passes, and nothing is created
+    assert list(tmp_path.iterdir()) == [afile]
+
+
 def test_missing_dataset_root_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ZSIQA_DATA", str(tmp_path))
     monkeypatch.setattr("sys.argv", ["evaluate.py"])

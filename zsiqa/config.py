@@ -242,12 +242,17 @@ def check_command_line(entry: str, argv: list[str]) -> None:
 
 
 def _check_cell(entry: str, cfg: DictConfig) -> None:
-    """``validate``, and the dataset folders exist: a missing one fails before any job of a sweep starts."""
+    """``validate``, the dataset folders exist and the output folders can be written: a bad one fails before any job
+    of a sweep starts, not after its scoring."""
     from .data import data_root
+    from .files import check_writable_folder
 
     validate(entry, cfg)
     for data in [cfg.data, *(dataset_config(t) for t in cfg.get("test", []))]:
         data_root(data)
+    for key in ("run.out", "run.cache_dir"):
+        if OmegaConf.select(cfg, key):
+            check_writable_folder(OmegaConf.select(cfg, key), key)
 
 
 def validate(entry: str, cfg: DictConfig) -> None:

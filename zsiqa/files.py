@@ -3,12 +3,29 @@ fails for lack of space is a ``DiskFullError`` naming the file, not a traceback.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from .errors import writing
+from .errors import ConfigError, writing
+
+
+def check_writable_folder(folder: str | os.PathLike, setting: str) -> None:
+    """An output folder the run cannot write fails at once, as one line naming ``setting``, not after the run's work.
+    Creates nothing: a scratch file is written and removed in the nearest folder that exists."""
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{setting}={folder}: {existing} is a file, not a folder; choose a folder you can write")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".zsiqa-write-check-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{setting}={folder}: cannot write in {existing} ({e.strerror}); choose a folder you can "
+                          "write") from None
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
