@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from zsiqa.errors import DiskFullError, out_of_space, run_entry_point
+from zsiqa.errors import DiskFullError, ZsiqaError, out_of_space, run_entry_point
 from zsiqa.files import atomic_save, atomic_write_text
 from zsiqa.reporting.results import ScoreWriter, read_rows
 
@@ -89,3 +89,15 @@ def test_out_of_space_finds_the_os_error_torch_wraps():
     full = out_of_space(wrapped, "runs/x/head.pt")
     assert str(full).startswith("runs/x/head.pt: Disk quota exceeded")
     assert out_of_space(RuntimeError("unrelated")) is None
+
+
+def test_a_second_writer_of_the_same_part_file_is_refused_until_the_first_closes(tmp_path):
+    """The same command started twice on one folder: the second stops at once instead of scoring every pair again."""
+    first = ScoreWriter(tmp_path, 0, ["l2"])
+    with pytest.raises(ZsiqaError, match=re.escape(f"{tmp_path / 'parts' / 'rank0.csv'}: another process is scoring")):
+        ScoreWriter(tmp_path, 0, ["l2"])
+    ScoreWriter(tmp_path, 1, ["l2"]).close()  # another rank of the same run has its own part
+    first.close()
+    again = ScoreWriter(tmp_path, 0, ["l2"])
+    again.close()
+    assert (tmp_path / "parts" / "rank0.csv").read_text().count("index,") == 1  # one header, not one per writer

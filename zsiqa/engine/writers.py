@@ -51,6 +51,9 @@ class ScoreRowsWriter(BasePredictionWriter):
         if self.part is not None:
             self.part.close()
 
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.on_predict_end(trainer, pl_module)  # release the part file (and its lock) for a rerun in this process
+
 
 class TermPartsWriter(BasePredictionWriter):
     """``{"index", "terms"}`` predictions of this process, saved to ``<parts_dir>/rank<r>.pt`` when predict ends."""

@@ -9,8 +9,13 @@ import io
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..errors import writing
+from ..errors import ZsiqaError, writing
 from ..files import atomic_write
+
+try:
+    import fcntl
+except ImportError:  # Windows has no flock: there the same command run twice at once scores twice (rows de-duplicated)
+    fcntl = None
 
 ITEM_COLUMNS = ["index", "ref", "dis", "label", "dist_type", "level", "ref_id", "transform"]
 ERROR_COLUMN = "error"  # last column: why a pair has no scores (data.on_bad_image=skip), empty otherwise
@@ -23,15 +28,19 @@ class ScoreWriter:
         self.path = Path(run_dir) / "parts" / f"rank{rank}.csv"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.columns = ITEM_COLUMNS + score_columns + [ERROR_COLUMN]
-        _drop_partial_line(self.path)
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        if not new:
-            _check_header(self.path, self.columns)
         # Unbuffered: each batch's rows reach the file in write(), and a failed write (a full disk) leaves nothing
         # buffered for the interpreter to retry, and fail on, at exit.
         self._file = open(self.path, "ab", buffering=0)
-        if new:
-            self._append(lambda writer: writer.writeheader())
+        try:
+            _lock(self._file.fileno(), self.path)  # before touching rows another process may be writing
+            _drop_partial_line(self.path)
+            if self.path.stat().st_size == 0:
+                self._append(lambda writer: writer.writeheader())
+            else:
+                _check_header(self.path, self.columns)
+        except BaseException:  # cleanup only: the file (and its lock) closed, the same error raised
+            self._file.close()
+            raise
 
     def write(self, rows: Iterable[dict]) -> None:
         self._append(lambda writer: writer.writerows(rows))
@@ -46,6 +55,18 @@ class ScoreWriter:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _lock(fd: int, path: Path) -> None:
+    """One process per part file: the same command started twice on one folder would score every pair twice and
+    race on the merge."""
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ZsiqaError(f"{path}: another process is scoring into this run folder (the same command started twice?); "
+                         "wait for it to finish, or give this run its own folder (run.name=...)") from None
 
 
 def _complete_lines(text: str) -> str:
