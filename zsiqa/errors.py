@@ -54,8 +54,8 @@ _OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 def out_of_space(error: BaseException, path: str | os.PathLike | None = None) -> DiskFullError | None:
     """The clean error for a write (to ``path``, else the file the ``OSError`` names: a copy's destination) that
-    failed because the disk or the user's quota is full, else None. torch's writer reports the ``OSError`` only as the context of its own
-    ``RuntimeError``, so the chain is searched."""
+    failed because the disk or the user's quota is full, else None. torch's writer reports the ``OSError`` only as
+    the context of its own ``RuntimeError``, so the chain is searched."""
     cause: BaseException | None = error
     while cause is not None and not isinstance(cause, OSError):
         cause = cause.__context__

@@ -22,7 +22,7 @@ ERROR_COLUMN = "error"  # last column: why a pair has no scores (data.on_bad_ima
 
 
 class ScoreWriter:
-    """Appends rows to ``<run>/parts/rank<r>.csv``, flushed after every batch."""
+    """Appends rows to ``<run>/parts/rank<r>.csv`` after every batch, holding a lock on it while open."""
 
     def __init__(self, run_dir: Path, rank: int, score_columns: list[str]) -> None:
         self.path = Path(run_dir) / "parts" / f"rank{rank}.csv"
