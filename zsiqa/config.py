@@ -251,8 +251,8 @@ def _check_cell(entry: str, cfg: DictConfig) -> None:
     for data in [cfg.data, *(dataset_config(t) for t in cfg.get("test", []))]:
         data_root(data)
     for key in ("run.out", "run.cache_dir"):
-        if OmegaConf.select(cfg, key):
-            check_writable_folder(OmegaConf.select(cfg, key), key)
+        if folder := OmegaConf.select(cfg, key):
+            check_writable_folder(folder, key)
 
 
 def validate(entry: str, cfg: DictConfig) -> None:

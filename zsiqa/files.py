@@ -50,9 +50,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_savefig(path: str | os.PathLike, fig, dpi: int = 110) -> Path:
-    """``fig.savefig`` to ``path`` (its format from the suffix) atomically."""
+    """``fig.savefig`` to ``path`` (its format from the suffix) atomically, then close ``fig`` (pyplot keeps every
+    figure alive until it is closed), also when the write fails."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or None))
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or None))
+    finally:
+        plt.close(fig)
 
 
 def atomic_save(path: str | os.PathLike, obj: object) -> Path:

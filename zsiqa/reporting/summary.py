@@ -116,10 +116,7 @@ def scatter_plot(rows: list[dict], summary: dict, label_name: str, path: Path) -
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     fig.tight_layout()
-    try:
-        return atomic_savefig(path, fig)
-    finally:
-        plt.close(fig)
+    return atomic_savefig(path, fig)
 
 
 def write_summary(run_dir: Path, summary: dict, config: dict, extra: dict) -> None:

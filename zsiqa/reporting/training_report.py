@@ -45,10 +45,7 @@ def weights_plot(weights: list[float], share: list[float], title: str, path: Pat
         ax.set_xlabel("layer")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    try:
-        return atomic_savefig(path, fig)
-    finally:
-        plt.close(fig)
+    return atomic_savefig(path, fig)
 
 
 def cross_dataset_table(test: dict) -> str:

@@ -318,10 +318,7 @@ def plot_leaderboard(result: dict, path: str | Path, level: float = 0.95) -> Pat
         ax.set_title(title, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    try:
-        return atomic_savefig(path, fig)
-    finally:
-        plt.close(fig)
+    return atomic_savefig(path, fig)
 
 
 def write_json(result: dict, path: str | Path) -> Path:
