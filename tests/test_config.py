@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from zsiqa.config import check_command_line, compose_config, dataset_config
+from zsiqa.config import (
+    EvaluateConfig,
+    OnBadImage,
+    Preset,
+    TrainConfig,
+    check_command_line,
+    compose_config,
+    dataset_config,
+    plain,
+)
 from zsiqa.errors import ConfigError, MissingFileError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,10 +32,16 @@ def entry_point(name: str):
 def test_defaults_resolve_groups():
     cfg = compose_config("evaluate")
     assert cfg.backbone.name == "efficientnet_lite0" and cfg.backbone.pretrained is True
-    assert cfg.data.name == "demo" and cfg.data.root is None and dict(cfg.transform) == {"name": "none", "amount": 0}
+    assert cfg.data.name == "demo" and cfg.data.root is None and plain(cfg.transform) == {"name": "none", "amount": 0}
     assert list(cfg.distance) == ["l2", "cos", "skld", "jsd", "wsd"]
     assert cfg.run.compile is False and cfg.run.batch_windows is None
     assert cfg.data.on_bad_image == "error" and cfg.data.exif == "auto"
+    # typed to the leaves: schema objects with one Enum per choice, not dicts of strings
+    assert isinstance(cfg, EvaluateConfig) and cfg.preset is Preset.paper and cfg.data.on_bad_image is OnBadImage.error
+    assert cfg.trainer["_target_"] == "lightning.Trainer" and cfg.trainer["accelerator"] == cfg.run.accelerator
+    train = compose_config("train")
+    assert isinstance(train, TrainConfig) and [t.name for t in train.test] == ["demo"]
+    assert train.trainer["max_epochs"] == 30 and list(train.callbacks) == ["best", "early_stopping"]
 
 
 def test_overrides_lists_dotted_keys_and_any_backbone():
@@ -34,13 +49,13 @@ def test_overrides_lists_dotted_keys_and_any_backbone():
         "backbone=dino_vitb16", "data=tid2013", "transform=rotate", "transform.amount=5", "distance=[l2,wsd]",
         "baselines=[]", "data.root=/x/tid", "run.devices=2", "backbone.pretrained=false",
     ])
-    assert dict(cfg.backbone) == {"name": "dino_vitb16", "pretrained": False, "weights": None}
-    assert dict(cfg.transform) == {"name": "rotate", "amount": 5.0} and list(cfg.distance) == ["l2", "wsd"]
+    assert plain(cfg.backbone) == {"name": "dino_vitb16", "pretrained": False, "weights": None}
+    assert plain(cfg.transform) == {"name": "rotate", "amount": 5.0} and list(cfg.distance) == ["l2", "wsd"]
     assert cfg.baselines == [] and cfg.data.root == "/x/tid" and cfg.run.devices == 2
     assert compose_config("evaluate", ["backbone.name=open_clip:ViT-B-16:laion2b_s34b_b88k"]).backbone.name == (
         "open_clip:ViT-B-16:laion2b_s34b_b88k")
     assert compose_config("evaluate", ["transform=rot"]).transform.amount == 1  # the paper's 1 degree
-    assert dict(compose_config("evaluate", ["transform={name:scale,amount:-50}"]).transform) == {
+    assert plain(compose_config("evaluate", ["transform={name:scale,amount:-50}"]).transform) == {
         "name": "scale", "amount": -50.0}
 
 
@@ -59,8 +74,11 @@ def test_experiments_merge_deeply_and_sweep_with_multirun(tmp_path, monkeypatch)
         (tmp_path / folder).mkdir()
     cfg = compose_config("train", ["experiment=train_kadid_sweep"])
     assert cfg.optim.lr == 0.05 and cfg.optim.weight_decay == 0.0  # weight_decay kept from train.yaml
-    assert cfg.logger.name == "wandb" and cfg.logger.project == "zsiqa" and cfg.logger.group == "train_kadid_sweep"
-    assert cfg.data.name == "kadid10k" and list(cfg.test) == ["tid2013", "live", "csiq", "pipal"]
+    assert cfg.trainer["max_epochs"] == 100 and cfg.callbacks["early_stopping"]["patience"] == 10
+    assert cfg.callbacks["best"]["monitor"] == "val/srcc"  # kept from configs/callbacks/fit.yaml
+    assert cfg.logger["_target_"] == "zsiqa.reporting.wandb_log.wandb_logger"
+    assert cfg.logger["project"] == "zsiqa" and cfg.logger["group"] == "train_kadid_sweep"
+    assert cfg.data.name == "kadid10k" and [t.name for t in cfg.test] == ["tid2013", "live", "csiq", "pipal"]
     table3 = compose_config("evaluate", ["experiment=paper_table3"])
     assert table3.data.name == "pipal" and list(table3.baselines) == ["psnr", "ms_ssim"]
     check_command_line("evaluate", ["-m", "experiment=paper_table3"])  # all 20 cells compose and validate
@@ -90,7 +108,7 @@ def test_experiments_merge_deeply_and_sweep_with_multirun(tmp_path, monkeypatch)
     ("evaluate", ["transform=rotate"], "transform=rotate needs an amount: add transform.amount=AMOUNT (unit: degrees"),
     ("evaluate", ["transform=crop", "transform.amount=200"], "transform.amount=200: transform 'crop': amount 200.0 is"),
     ("evaluate", ["data.on_bad_image=drop"], "data.on_bad_image=drop: choose one of error, skip"),
-    ("train", ["head_type=rows"], "head_type=rows: choose one of layer, channel"),
+    ("train", ["weighting=rows"], "weighting=rows: choose one of layer, channel"),
     ("train", ["distance=jsd"], "only l2, cos and cos_channel have"),
     ("train", ["test=[tid2014]"], "test: unknown dataset 'tid2014' (did you mean tid2013?)"),
     ("evaluate", ["-m", "transform=none,tra", "run.devices=2"], "run.devices=2 in a local sweep (-m): Lightning cannot"),
@@ -140,7 +158,7 @@ def test_debug_shows_the_traceback(monkeypatch):
         entry_point("evaluate").main(["run.batchsize=4"])
     monkeypatch.delenv("ZSIQA_DEBUG")
     with pytest.raises(MissingFileError, match="no such file"):
-        compose_config("evaluate", ["head=/no/head.pt"])
+        compose_config("evaluate", ["trained=/no/trained.pt"])
 
 
 def test_command_line_errors_exit_2_with_one_line_and_no_traceback():

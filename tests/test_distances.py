@@ -581,18 +581,22 @@ def test_fused_heads_are_bit_equal_to_the_heads_whatever_their_step_and_column_b
             assert torch.equal(got[name], alone[name]), (name, elements)
 
 
-def test_fused_path_only_for_the_registered_heads():
+def test_fused_path_only_for_heads_that_declare_a_kernel():
     from zsiqa.distances import DistanceHead
     from zsiqa.distances.fused import is_fused, window_scores
 
     def triple_l2(ref, dis):
         return 3 * fn("l2")(ref, dis)
 
-    custom = DistanceHead("l2", triple_l2)
+    custom = DistanceHead("l2", triple_l2)  # the same name, no declared kernel: its own fn runs
     assert is_fused(get_distance("l2")) and not is_fused(custom) and not is_fused(get_distance("swd_fixed"))
     ref, dis = one_ref_many_dis("tokens", 2, torch.float64)
     got = window_scores([custom], ref, dis)["l2"]
     torch.testing.assert_close(got, 3 * fn("l2")([r.repeat(2, 1, 1) for r in ref], dis))
+    renamed = DistanceHead("my_l2", triple_l2, fused="l2")  # a head declaring a kernel gets that kernel's scores
+    torch.testing.assert_close(window_scores([renamed], ref, dis)["my_l2"], fn("l2")([r.repeat(2, 1, 1) for r in ref], dis))
+    with pytest.raises(ValueError, match="unknown fused kernel 'l3'; choose one of l2, cos"):
+        is_fused(DistanceHead("x", triple_l2, fused="l3"))
     with pytest.raises(ValueError, match="not a whole number of images"):
         window_scores([get_distance("l2")], ref, [d[:5] for d in dis])
 

@@ -11,8 +11,8 @@ import pytest
 from zsiqa import create_metric
 from zsiqa.config import compose_config
 from zsiqa.data.datamodule import batch_pairs
-from zsiqa.engine import method
-from zsiqa.engine.runner import run_cell, run_dir_for
+from zsiqa.engine import scoring
+from zsiqa.engine.evaluation import evaluate, run_dir_for
 from zsiqa.errors import run_entry_point
 from zsiqa.reporting.results import read_rows
 from zsiqa.reporting.sweep import gather
@@ -43,7 +43,7 @@ def read_scores(path):
 
 def test_engine_matches_the_metric_and_writes_every_output(tmp_path, demo_root):
     cfg = cell(tmp_path, demo_root)
-    summary = run_cell(cfg)
+    summary = evaluate(cfg)
     run_dir = run_dir_for(cfg)
     assert run_dir.parent == tmp_path / "demo" / "none" and run_dir.name.startswith("timm-vit_tiny_patch16_224_paper_")
     assert summary["run_dir"] == str(run_dir)
@@ -66,9 +66,9 @@ def test_engine_matches_the_metric_and_writes_every_output(tmp_path, demo_root):
 
 
 def test_interrupted_run_resumes_without_recomputing(tmp_path, demo_root, monkeypatch):
-    full = run_cell(cell(tmp_path / "full", demo_root))
+    full = evaluate(cell(tmp_path / "full", demo_root))
     calls = {"n": 0}
-    original = method.IQAModule.predict_step
+    original = scoring.ScoringModule.predict_step
 
     def interrupted(self, batch, batch_idx):
         if batch_idx == 1:
@@ -76,13 +76,13 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, demo_root, monkey
         calls["n"] += batch_pairs(batch)
         return original(self, batch, batch_idx)
 
-    monkeypatch.setattr(method.IQAModule, "predict_step", interrupted)
+    monkeypatch.setattr(scoring.ScoringModule, "predict_step", interrupted)
     cfg = cell(tmp_path / "resumed", demo_root)
     with pytest.raises(SystemExit):  # Lightning shuts down gracefully on Ctrl-C, then exits
-        run_cell(cfg)
-    monkeypatch.setattr(method.IQAModule, "predict_step", original)
+        evaluate(cfg)
+    monkeypatch.setattr(scoring.ScoringModule, "predict_step", original)
     assert calls["n"] == 4
-    resumed = run_cell(cfg)
+    resumed = evaluate(cfg)
     assert resumed["pairs_scored_now"] == 6  # 10 pairs, 4 already in the CSV
     a = read_scores(Path(full["run_dir"]) / "scores.csv")
     b = read_scores(run_dir_for(cfg) / "scores.csv")
@@ -101,7 +101,7 @@ def test_a_full_disk_is_one_line_and_the_same_command_resumes(tmp_path, demo_roo
     run_dir = run_dir_for(cfg)
     run_dir.mkdir(parents=True)
     (run_dir / ".scores.csv.tmp").symlink_to("/dev/full")
-    assert run_entry_point(lambda: run_cell(cfg), "evaluate.py") == 1
+    assert run_entry_point(lambda: evaluate(cfg), "evaluate.py") == 1
     err = [line for line in capsys.readouterr().err.splitlines() if line and not line.startswith("scoring:")]  # no bar
     assert err == [f"evaluate.py: error: {run_dir / 'scores.csv'}: No space left on device (a write failed). Free some "
                    "space on that disk, or write the run elsewhere (run.out=...), and run the same command again: it "
@@ -109,40 +109,40 @@ def test_a_full_disk_is_one_line_and_the_same_command_resumes(tmp_path, demo_roo
     assert not (run_dir / ".scores.csv.tmp").is_symlink() and len(read_rows(run_dir)) == 10
 
     scored = {"n": 0}
-    original = method.IQAModule.predict_step
+    original = scoring.ScoringModule.predict_step
 
     def counting(self, batch, batch_idx):
         scored["n"] += batch_pairs(batch)
         return original(self, batch, batch_idx)
 
-    monkeypatch.setattr(method.IQAModule, "predict_step", counting)
-    resumed = run_cell(cfg)
+    monkeypatch.setattr(scoring.ScoringModule, "predict_step", counting)
+    resumed = evaluate(cfg)
     assert scored["n"] == 0 and resumed["pairs_scored_now"] == 0
     assert [int(r["index"]) for r in read_scores(run_dir / "scores.csv")] == list(range(10))
     assert (run_dir / "summary.json").is_file() and (run_dir / "scatter.png").is_file()
 
 
 def test_resume_refuses_a_different_configuration(tmp_path, demo_root):
-    run_cell(cell(tmp_path, demo_root, "run.name=mine"))
+    evaluate(cell(tmp_path, demo_root, "run.name=mine"))
     with pytest.raises(ValueError, match="different configuration"):
-        run_cell(cell(tmp_path, demo_root, "distance=[l2]", "run.name=mine"))
+        evaluate(cell(tmp_path, demo_root, "distance=[l2]", "run.name=mine"))
 
 
 def test_different_settings_get_their_own_folder_and_the_same_command_resumes(tmp_path, demo_root):
     """The default folder name holds a hash of the score settings: commands that score differently run one after
     another in one run.out, in any order; the same command finds its folder again and scores nothing twice."""
-    first = run_cell(cell(tmp_path, demo_root, "data.limit=4"))
-    other = run_cell(cell(tmp_path, demo_root, "data.limit=4", "distance=[l2]", "baselines=[]"))
-    aligned = run_cell(cell(tmp_path, demo_root, "data.limit=4", "align=resize"))
+    first = evaluate(cell(tmp_path, demo_root, "data.limit=4"))
+    other = evaluate(cell(tmp_path, demo_root, "data.limit=4", "distance=[l2]", "baselines=[]"))
+    aligned = evaluate(cell(tmp_path, demo_root, "data.limit=4", "align=resize"))
     assert len({first["run_dir"], other["run_dir"], aligned["run_dir"]}) == 3
-    again = run_cell(cell(tmp_path, demo_root, "data.limit=4"))
+    again = evaluate(cell(tmp_path, demo_root, "data.limit=4"))
     assert again["run_dir"] == first["run_dir"] and again["pairs_scored_now"] == 0
     assert {k: m["srcc"] for k, m in again["metrics"].items()} == {k: m["srcc"] for k, m in first["metrics"].items()}
 
 
 def test_geometric_suite_cells_gather_into_one_table(tmp_path, demo_root):
     for transform in ("none", "{name:rotate,amount:5}", "{name:scale,amount:-25}"):
-        run_cell(compose_config("evaluate", [
+        evaluate(compose_config("evaluate", [
             "experiment=geometric_suite", f"backbone.name={BACKBONE}", "backbone.pretrained=false",
             "distance=[deepssim,l2]", "baselines=[psnr]", f"transform={transform}", f"data.root={demo_root}",
             "data.limit=8", f"run.out={tmp_path / 'runs'}", "run.num_workers=0", "run.accelerator=cpu",
@@ -195,7 +195,7 @@ def test_evaluate_py_without_arguments(tmp_path):
 def test_wandb_offline_run_has_config_summary_table_and_plot(tmp_path, demo_root):
     import wandb
 
-    summary = run_cell(cell(tmp_path, demo_root, "logger=wandb", "logger.mode=offline", "logger.group=g1"))
+    summary = evaluate(cell(tmp_path, demo_root, "logger=wandb", "logger.mode=offline", "logger.group=g1"))
     wandb.teardown()  # the W&B service writes the offline record asynchronously; this waits until it is on disk
     run_dir = Path(summary["run_dir"])
     (offline,) = list((run_dir / "wandb").glob("offline-run-*"))
@@ -210,8 +210,8 @@ def test_wandb_offline_run_has_config_summary_table_and_plot(tmp_path, demo_root
 
 
 def test_resume_false_replaces_results_of_another_configuration(tmp_path, demo_root):
-    run_cell(cell(tmp_path, demo_root, "run.name=mine"))
-    summary = run_cell(cell(tmp_path, demo_root, "distance=[l2]", "run.resume=false", "run.name=mine"))
+    evaluate(cell(tmp_path, demo_root, "run.name=mine"))
+    summary = evaluate(cell(tmp_path, demo_root, "distance=[l2]", "run.resume=false", "run.name=mine"))
     rows = read_scores(tmp_path / "mine" / "scores.csv")
     assert summary["pairs_scored_now"] == 10 and "l2" in rows[0] and "cos" not in rows[0]
 

@@ -86,8 +86,8 @@ def test_out_of_space_finds_the_os_error_torch_wraps():
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598") from None
     except RuntimeError as e:
         wrapped = e
-    full = out_of_space(wrapped, "runs/x/head.pt")
-    assert str(full).startswith("runs/x/head.pt: Disk quota exceeded")
+    full = out_of_space(wrapped, "runs/x/trained.pt")
+    assert str(full).startswith("runs/x/trained.pt: Disk quota exceeded")
     assert out_of_space(RuntimeError("unrelated")) is None
 
 

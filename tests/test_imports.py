@@ -1,4 +1,6 @@
-"""The package's modules import each other one way: no import cycles (also none hidden in function-level imports)."""
+"""The package's modules and packages import each other one way: no import cycles, between modules or between the
+package's parts (``zsiqa.engine``, ``zsiqa.config``, ``zsiqa.metric`` ...), also none hidden in function-level
+imports."""
 import ast
 from pathlib import Path
 
@@ -30,9 +32,17 @@ def _imports(path: Path, name: str, modules: set[str]) -> set[str]:
     return {m for m in found if m in modules and m != name}
 
 
-def test_no_import_cycles():
+def _graph() -> dict[str, set[str]]:
     paths = {_module(p): p for p in PACKAGE.rglob("*.py")}
-    graph = {name: _imports(path, name, set(paths)) for name, path in paths.items()}
+    return {name: _imports(path, name, set(paths)) for name, path in paths.items()}
+
+
+def _part(module: str) -> str:
+    """``zsiqa.engine.training`` -> ``zsiqa.engine``: the package part a module belongs to."""
+    return ".".join(module.split(".")[:2])
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     state: dict[str, int] = {}
     cycles = []
 
@@ -48,4 +58,37 @@ def test_no_import_cycles():
     for name in sorted(graph):
         if name not in state:
             visit(name, [name])
-    assert cycles == []
+    return cycles
+
+
+def test_no_import_cycles_between_modules():
+    assert _cycles(_graph()) == []
+
+
+def test_no_import_cycles_between_package_parts():
+    parts: dict[str, set[str]] = {}
+    for module, deps in _graph().items():
+        parts.setdefault(_part(module), set()).update(_part(d) for d in deps if _part(d) != _part(module))
+    assert _cycles(parts) == []
+
+
+# The README's Layout, in order: each part may import the parts of its own line and of the lines above, never below.
+LAYERS = [
+    "errors files registry choices", "io windows", "backbones", "distances", "presets transforms baselines", "metric",
+    "learned_weights", "losses", "factory", "data", "stats", "zsiqa", "config", "reporting", "engine",
+    "entry_point cli",
+]
+
+
+def test_parts_import_only_the_layers_above_them():
+    layer = {("zsiqa" if name == "zsiqa" else f"zsiqa.{name}"): i for i, line in enumerate(LAYERS) for name in line.split()}
+    parts: dict[str, set[str]] = {}
+    for module, deps in _graph().items():
+        parts.setdefault(_part(module), set()).update(_part(d) for d in deps)
+    assert set(parts) == set(layer), "a new part of the package: place it in LAYERS and the README's Layout"
+    upward = sorted(f"{a} -> {b}" for a, deps in parts.items() for b in deps if layer[b] > layer[a])
+    assert upward == []
+
+
+def test_a_cycle_is_found():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]

@@ -13,11 +13,11 @@ from zsiqa.learned_weights import (
     TermWeights,
     TrainedMetric,
     backbone_fingerprint,
-    head_config,
-    head_record,
-    load_head_metric,
-    read_head,
-    save_head,
+    load_trained_metric,
+    read_trained,
+    save_trained,
+    trained_config,
+    trained_record,
 )
 from zsiqa.metric import FRMetric
 
@@ -126,27 +126,27 @@ def _trained_head_file(tmp_path, backbone: Backbone, distance: str = "l2", prese
     head = untrained(metric, channels)
     with torch.no_grad():
         head.log_layer.copy_(torch.linspace(-1, 1, head.num_layers))
-    config = head_config(metric, head, pretrained=False, weights_file=None, fingerprint=backbone_fingerprint(backbone))
-    return save_head(tmp_path / "head.pt", head_record(config, head)), metric, head
+    config = trained_config(metric, head, pretrained=False, weights_file=None, fingerprint=backbone_fingerprint(backbone))
+    return save_trained(tmp_path / "trained.pt", trained_record(config, head)), metric, head
 
 
 def test_head_file_is_small_and_round_trips(tmp_path):
     path, metric, head = _trained_head_file(tmp_path, TinyCNN(), channels=True)
     assert path.stat().st_size < 8_000
-    weights, config = read_head(path)
+    weights, config = read_trained(path)
     assert torch.equal(weights.layer_weights(), head.layer_weights())
     assert config["backbone"] == "test_heads_tiny_cnn" and config["channels"] == [6, 10] and config["distance"] == "l2"
     with pytest.raises(FileNotFoundError, match="head checkpoint not found"):
-        read_head(tmp_path / "missing.pt")
+        read_trained(tmp_path / "missing.pt")
     torch.save({"something": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="neither a head file"):
-        read_head(tmp_path / "other.pt")
+        read_trained(tmp_path / "other.pt")
 
 
 def test_load_head_metric_scores_the_weighted_terms(tmp_path):
     backbone = TinyCNN()
     path, metric, head = _trained_head_file(tmp_path, backbone)
-    metrics = load_head_metric(path, backbone, "cpu")
+    metrics = load_trained_metric(path, backbone, "cpu")
     assert list(metrics) == ["l2_trained"]
     m = metrics["l2_trained"]
     assert m.lower_better and m.distance.kind == "window" and m.backbone is backbone
@@ -160,26 +160,26 @@ def test_load_head_metric_scores_the_weighted_terms(tmp_path):
 def test_a_head_refuses_another_backbone(tmp_path):
     path, _, _ = _trained_head_file(tmp_path, TinyCNN())
     with pytest.raises(ValueError, match="other weights"):
-        load_head_metric(path, TinyCNN(seed=1), "cpu")
+        load_trained_metric(path, TinyCNN(seed=1), "cpu")
     with pytest.raises(ValueError, match="trained on backbone 'test_heads_tiny_cnn'"):
-        load_head_metric(path, TinyCNN(name="another"), "cpu")
+        load_trained_metric(path, TinyCNN(name="another"), "cpu")
 
 
 def test_create_metric_with_head(tmp_path):
     path, metric, _ = _trained_head_file(tmp_path, TinyCNN(), distance="cos_channel", preset="fixed")
-    built = create_metric(head=path, device="cpu")
+    built = create_metric(trained=path, device="cpu")
     assert isinstance(built, TrainedMetric) and built.preset == "fixed" and built.distance.name == "cos_channel"
     ref, dis = images(3)
-    expected = load_head_metric(path, TinyCNN(), "cpu")["cos_channel_trained"](ref, dis)
+    expected = load_trained_metric(path, TinyCNN(), "cpu")["cos_channel_trained"](ref, dis)
     torch.testing.assert_close(built(ref, dis), expected)
     # explicit arguments that agree are fine ("cos" under the fixed preset is cos_channel) ...
-    create_metric("test_heads_tiny_cnn", "cos", preset="fixed", head=path, device="cpu")
+    create_metric("test_heads_tiny_cnn", "cos", preset="fixed", trained=path, device="cpu")
     # ... and any that contradict the head are clear errors
     for kwargs, match in [({"backbone": "dino_vitb16"}, "backbone='dino_vitb16' contradicts"),
                           ({"distance": "l2"}, "distance='l2' contradicts"),
                           ({"preset": "paper"}, "preset='paper' contradicts"),
                           ({"normalize": False}, "normalize=False contradicts")]:
         with pytest.raises(ValueError, match=match):
-            create_metric(head=path, device="cpu", **kwargs)
+            create_metric(trained=path, device="cpu", **kwargs)
     with pytest.raises(ValueError, match="needs a backbone name"):
         create_metric()

@@ -12,8 +12,9 @@ from zsiqa.config import compose_config
 from zsiqa.data import read_dataset
 from zsiqa.data.datamodule import FRDataModule, collate_pairs, plan_batches
 from zsiqa.distances import get_distance
-from zsiqa.engine.method import IQAModule, compile_backbone
-from zsiqa.engine.runner import image_windows, run_cell
+from zsiqa.engine.build import compile_backbone, image_windows
+from zsiqa.engine.evaluation import evaluate
+from zsiqa.engine.scoring import ScoringModule
 from zsiqa.metric import FRMetric
 
 BACKBONE = "test_method_tiny_vit"
@@ -40,7 +41,7 @@ def scores_csv(tmp_path: Path, demo_root: Path, *extra: str) -> list[dict]:
         f"backbone={BACKBONE}", "distance=[l2,wsd]", "baselines=[psnr]", f"data.root={demo_root}", "data.limit=30",
         f"run.out={tmp_path}", "run.batch_size=4", "run.num_workers=0", "run.accelerator=cpu", *extra,
     ])
-    run_cell(cfg)
+    evaluate(cfg)
     (path,) = Path(tmp_path).glob("demo/none/*/scores.csv")
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -52,14 +53,14 @@ def test_predict_step_returns_host_floats_in_batch_order(demo_root, tiny_backbon
 
     batch = collate_pairs([PairDataset(items)[i] for i in range(5)])
     metric = FRMetric(tiny_backbone, get_distance("l2"))
-    module = IQAModule({"l2": metric}, [])
+    module = ScoringModule({"l2": metric}, [])
     module.on_predict_start()
     out = module.predict_step(batch, 0)
     assert out["index"] == [it.index for it in items]
     assert all(type(v) is float for v in out["scores"]["l2"])
     direct = metric(items[0].ref, [it.dis for it in items])
     assert out["scores"]["l2"] == direct.double().tolist()
-    terms = IQAModule({"l2": metric}, [], output="terms", channels=True)
+    terms = ScoringModule({"l2": metric}, [], output="terms", channels=True)
     terms.on_predict_start()
     layer, *channel = terms.predict_step(batch, 0)["terms"]
     assert layer.device.type == "cpu" and layer.shape == (5, 3) and [c.shape for c in channel] == [(5, 16)] * 3

@@ -24,15 +24,15 @@ from zsiqa.backbones.base import Backbone
 from zsiqa.config import compose_config
 from zsiqa.data import PairDataset, read_dataset
 from zsiqa.data.datamodule import FRDataModule
+from zsiqa.data.term_data import EpochShuffle
 from zsiqa.distances import get_distance
 from zsiqa.engine import term_cache, training
-from zsiqa.engine.mos_objectives import fidelity_loss, plcc_loss, srcc_loss
 from zsiqa.engine.split import split_by_reference
 from zsiqa.engine.term_cache import cached_terms, compute_terms, term_cache_key, terms_code_digest
-from zsiqa.engine.term_data import EpochShuffle
-from zsiqa.engine.training import train_dir_for, train_run
+from zsiqa.engine.training import train, train_dir_for
 from zsiqa.io import to_float
-from zsiqa.learned_weights import read_head
+from zsiqa.learned_weights import read_trained
+from zsiqa.losses import fidelity_loss, plcc_loss, srcc_loss
 from zsiqa.metric import FRMetric
 from zsiqa.presets import FIXED_VARIANTS, PRESETS, resolve_distance
 from zsiqa.stats import correlations
@@ -297,9 +297,9 @@ def test_synthetic_single_layer_label_is_learned(dataset, tmp_path):
     terms = label_by_layer(dataset, layer=2)
     sums = terms.sum(1)
     assert correlations(sums, terms[:, 2], True, True)["srcc"] < 0.85  # the layers disagree
-    cfg = make_cfg(tmp_path, dataset, "optim.max_epochs=40", "optim.patience=40", "optim.lr=0.1")
+    cfg = make_cfg(tmp_path, dataset, "trainer.max_epochs=40", "callbacks.early_stopping.patience=40", "optim.lr=0.1")
     epochs = EpochCalls()
-    summary = train_run(cfg, callbacks=[epochs])
+    summary = train(cfg, extra_callbacks=[epochs])
     assert len(set(epochs.calls.values())) == 1 and len(epochs.calls) > 1  # no backbone run during training
     weights = torch.tensor(summary["layer_weights"])
     assert int(weights.argmax()) == 2 and weights[2] / weights.sum() > 0.5
@@ -308,7 +308,7 @@ def test_synthetic_single_layer_label_is_learned(dataset, tmp_path):
     # A second run with the same backbone and data reads the cache: the backbone never runs.
     before = MultiScaleCNN.calls
     cfg["run"]["name"] = "again"
-    train_run(cfg)
+    train(cfg)
     assert MultiScaleCNN.calls == before
 
 
@@ -325,62 +325,62 @@ class Crash(L.Callback):
 
 def test_interrupted_run_resumes_from_last_checkpoint_and_matches_an_uninterrupted_one(dataset, tmp_path):
     label_by_layer(dataset, 1)
-    args = ("optim.max_epochs=6", "optim.patience=50")
-    whole = train_run(make_cfg(tmp_path, dataset, *args, "run.name=whole"))
+    args = ("trainer.max_epochs=6", "callbacks.early_stopping.patience=50")
+    whole = train(make_cfg(tmp_path, dataset, *args, "run.name=whole"))
     cfg = make_cfg(tmp_path, dataset, *args, "run.name=cut")
     with pytest.raises(RuntimeError, match="simulated interruption"):
-        train_run(cfg, callbacks=[Crash(epoch=3)])
+        train(cfg, extra_callbacks=[Crash(epoch=3)])
     ckpt_dir = Path(cfg["run"]["out"]) / "cut" / "checkpoints"
     assert torch.load(ckpt_dir / "last.ckpt", weights_only=True)["epoch"] == 2
     epochs = EpochCalls()
-    resumed = train_run(cfg, callbacks=[epochs])
+    resumed = train(cfg, extra_callbacks=[epochs])
     assert min(epochs.calls) == 3 and max(epochs.calls) == 5  # epochs 0-2 were not trained again
     assert resumed["layer_weights"] == pytest.approx(whole["layer_weights"], rel=1e-6)
     assert resumed["trained"]["srcc"] == pytest.approx(whole["trained"]["srcc"], abs=1e-9)
     # A rerun of a finished run trains nothing; other settings in the same folder are an error.
     epochs = EpochCalls()
-    train_run(cfg, callbacks=[epochs])
+    train(cfg, extra_callbacks=[epochs])
     assert epochs.calls == {}
-    with pytest.raises(ValueError, match="optim differ"):
-        train_run(make_cfg(tmp_path, dataset, "optim.max_epochs=7", "run.name=cut"))
+    with pytest.raises(ValueError, match="trainer differ"):
+        train(make_cfg(tmp_path, dataset, "trainer.max_epochs=7", "run.name=cut"))
 
 
 def test_a_run_folder_refuses_other_precision_or_backbone_weights(dataset, tmp_path, monkeypatch):
     label_by_layer(dataset, 1)
-    args = ("optim.max_epochs=2", "run.name=one")
-    train_run(make_cfg(tmp_path, dataset, *args))
+    args = ("trainer.max_epochs=2", "run.name=one")
+    train(make_cfg(tmp_path, dataset, *args))
     saved = json.loads((tmp_path / "runs" / "one" / "metric.json").read_text())
     assert saved["metric"]["precision"] == "float32" and len(saved["fingerprint"]) == 64
     with pytest.raises(ValueError, match=r"checkpoints of a different configuration \(precision \('float32' then, 'bfloat16' now\)"):
-        train_run(make_cfg(tmp_path, dataset, *args, "run.precision=bf16"))
+        train(make_cfg(tmp_path, dataset, *args, "run.precision=bf16"))
     with monkeypatch.context() as m:  # a new weights file at the same path: same config, other fingerprint
         m.setattr(training, "backbone_fingerprint", lambda backbone: "f" * 64)
         with pytest.raises(ValueError, match="backbone weights \\(fingerprint"):
-            train_run(make_cfg(tmp_path, dataset, *args))
+            train(make_cfg(tmp_path, dataset, *args))
     epochs = EpochCalls()  # the same settings still re-evaluate the finished run ...
-    train_run(make_cfg(tmp_path, dataset, *args), callbacks=[epochs])
+    train(make_cfg(tmp_path, dataset, *args), extra_callbacks=[epochs])
     assert epochs.calls == {}
     epochs = EpochCalls()  # ... and run.resume=false starts over with the new settings
-    train_run(make_cfg(tmp_path, dataset, *args, "run.precision=bf16", "run.resume=false"), callbacks=[epochs])
+    train(make_cfg(tmp_path, dataset, *args, "run.precision=bf16", "run.resume=false"), extra_callbacks=[epochs])
     assert sorted(epochs.calls) == [0, 1]
     assert json.loads((tmp_path / "runs" / "one" / "metric.json").read_text())["metric"]["precision"] == "bfloat16"
 
 
 @pytest.mark.parametrize("head", ["layer", "channel"])
 def test_head_checkpoint_reproduces_validation_scores_in_evaluate(dataset, tmp_path, head):
-    from zsiqa.engine.runner import run_cell, run_dir_for
+    from zsiqa.engine.evaluation import evaluate, run_dir_for
 
     label_by_layer(dataset, 1)
-    summary = train_run(make_cfg(tmp_path, dataset, f"head_type={head}", "optim.max_epochs=5"))
+    summary = train(make_cfg(tmp_path, dataset, f"weighting={head}", "trainer.max_epochs=5"))
     run_dir = Path(summary["run_dir"])
     for ckpt in (run_dir / "checkpoints").glob("*.ckpt"):
         state = torch.load(ckpt, weights_only=True)["state_dict"]
-        assert ckpt.stat().st_size < 32_000 and all(k.startswith("head.") for k in state)  # kilobytes, no backbone
-        assert read_head(ckpt)[1]["backbone"] == BACKBONE  # any checkpoint of the run is a head file too
-    cfg = compose_config("evaluate", [f"backbone={BACKBONE}", "distance=[l2]", "baselines=[]", f"head={summary['head']}",
+        assert ckpt.stat().st_size < 32_000 and all(k.startswith("weights.") for k in state)  # kilobytes, no backbone
+        assert read_trained(ckpt)[1]["backbone"] == BACKBONE  # any checkpoint of the run is a head file too
+    cfg = compose_config("evaluate", [f"backbone={BACKBONE}", "distance=[l2]", "baselines=[]", f"trained={summary['trained_weights']}",
                                       f"run.out={tmp_path / 'eval'}", "run.num_workers=0", f"data.root={dataset}",
                                       "data.strict=false"])
-    run_cell(cfg)
+    evaluate(cfg)
     with open(run_dir_for(cfg) / "scores.csv", newline="") as f:
         scored = {int(r["index"]): r for r in csv.DictReader(f)}
     with open(run_dir / "val_scores.csv", newline="") as f:
@@ -396,14 +396,14 @@ def test_head_checkpoint_reproduces_validation_scores_in_evaluate(dataset, tmp_p
 
 def test_bad_settings_are_clear_errors(dataset, tmp_path):
     with pytest.raises(ValueError, match="only l2, cos and cos_channel"):
-        train_run(make_cfg(tmp_path, dataset, "distance=jsd"))
-    with pytest.raises(ValueError, match="head_type=rows: choose one of layer, channel"):
-        train_run(make_cfg(tmp_path, dataset, "head_type=rows"))
+        train(make_cfg(tmp_path, dataset, "distance=jsd"))
+    with pytest.raises(ValueError, match="weighting=rows: choose one of layer, channel"):
+        train(make_cfg(tmp_path, dataset, "weighting=rows"))
     with pytest.raises(ValueError, match="loss=mse: choose one of fidelity, plcc, srcc"):
-        train_run(make_cfg(tmp_path, dataset, "loss=mse"))
+        train(make_cfg(tmp_path, dataset, "loss=mse"))
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("preset", list(PRESETS))
 @pytest.mark.parametrize("name", ["l2", "cos", "cos_channel"])
 def test_training_maps_distances_as_create_metric_does(name, preset):
     assert training._distance(name, preset, channels=True).name == resolve_distance(name, preset)
@@ -420,7 +420,7 @@ def test_epoch_order_is_seeded_by_split_seed_and_no_inert_seed_is_offered(datase
 
     label_by_layer(dataset, 1)
     seeds = Seeds()
-    train_run(make_cfg(tmp_path, dataset, "optim.max_epochs=1", "split.seed=5"), callbacks=[seeds])
+    train(make_cfg(tmp_path, dataset, "trainer.max_epochs=1", "split.seed=5"), extra_callbacks=[seeds])
     assert seeds.seed == 5
 
 
@@ -430,7 +430,7 @@ def test_run_folder_name_is_as_documented():
     assert re.fullmatch(r"efficientnet_lite0_l2_paper_layer_fidelity_rotate@5_[0-9a-f]{6}", name)
     plain = compose_config("train", ["run.out=out"])
     assert re.fullmatch(r"efficientnet_lite0_l2_paper_layer_fidelity_[0-9a-f]{6}", train_dir_for(plain).name)
-    doc = "<backbone>_<distance>_<preset>_<head_type>_<loss>[_<transform>]_<hash"
+    doc = "<backbone>_<distance>_<preset>_<weighting>_<loss>[_<transform>]_<hash"
     assert doc in (Path(__file__).resolve().parent.parent / "configs" / "hydra" / "help" / "train.yaml").read_text()
     assert doc in (Path(__file__).resolve().parent.parent / "configs" / "train.yaml").read_text()
 
@@ -439,7 +439,7 @@ def test_sweep_cells_get_one_run_folder_each():
     runs = [compose_config("train", [f"distance={d}", f"loss={loss}"]) for d in ("l2", "cos") for loss in ("fidelity", "plcc")]
     assert len({train_dir_for(c) for c in runs}) == 4
     kadid = compose_config("train", ["experiment=train_kadid_sweep", "data.root=/k"])
-    assert kadid["logger"]["name"] == "wandb" and kadid["logger"]["group"] == "train_kadid_sweep"
+    assert kadid["logger"]["_target_"].endswith("wandb_logger") and kadid["logger"]["group"] == "train_kadid_sweep"
 
 
 def _train_cli():
@@ -455,7 +455,7 @@ def test_train_py_help(capsys, monkeypatch):
     monkeypatch.setattr("sys.argv", ["train.py"])
     assert _train_cli().main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "python train.py [-m] [key=value ...]" in out and "head_type=layer|channel" in out
+    assert "python train.py [-m] [key=value ...]" in out and "weighting=layer|channel" in out
     assert "transform: crop, elastic, none" in out  # Hydra lists the groups and their options
 
 
@@ -468,7 +468,7 @@ def test_train_py_without_arguments_runs_the_offline_demo(tmp_path, monkeypatch)
     summary = json.loads(path.read_text())
     assert summary["config"]["backbone"]["name"] == "efficientnet_lite0" and summary["n_val"] == 48
     assert summary["trained"]["srcc"] > summary["zero_shot"]["srcc"] + 0.05
-    assert Path(summary["head"]).stat().st_size < 10_000 and summary["test"]["demo"]["in_domain"]
+    assert Path(summary["trained_weights"]).stat().st_size < 10_000 and summary["test"]["demo"]["in_domain"]
 
 
 @pytest.mark.slow
@@ -488,7 +488,7 @@ def test_two_process_terms_and_head_equal_one_process(tmp_path):
         out = tmp_path / f"d{devices}"
         cmd = [sys.executable, "train.py", "backbone.name=timm:vit_tiny_patch16_224", "backbone.pretrained=false",
                f"data.root={demo}", "data.limit=48", "test=[]", f"run.out={out}", "run.name=r", "run.batch_size=5",
-               "run.num_workers=0", "run.accelerator=cpu", f"run.devices={devices}", "optim.max_epochs=3"]
+               "run.num_workers=0", "run.accelerator=cpu", f"run.devices={devices}", "trainer.max_epochs=3"]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
         proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -496,7 +496,7 @@ def test_two_process_terms_and_head_equal_one_process(tmp_path):
         (cache,) = (out / "cache").glob("*.pt")  # the merged table; no part files are left beside it
         assert list((out / "cache").iterdir()) == [cache]
         summary = json.loads((out / "r" / "summary.json").read_text())
-        return torch.load(cache, weights_only=True), torch.load(out / "r" / "head.pt", weights_only=True), summary
+        return torch.load(cache, weights_only=True), torch.load(out / "r" / "trained.pt", weights_only=True), summary
 
     table1, head1, summary1 = run(1)
     table2, head2, summary2 = run(2)

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zsiqa.transforms import PRESETS, TRANSFORMS, elastic_field, make_transform, perspective_coefficients
+from zsiqa.presets import PRESETS
+from zsiqa.transforms import TRANSFORMS, elastic_field, make_transform, perspective_coefficients
 
 BILINEAR = Image.Resampling.BILINEAR
 

@@ -43,7 +43,7 @@ for _baseline in (
     Baseline("ssim", _ssim, False, "SSIM on RGB, 11-px Gaussian window, no downsampling (full image)"),
     Baseline("ms_ssim", _ms_ssim, False, "MS-SSIM on RGB, 5 scales (full image; sides > 160 px)"),
 ):
-    BASELINES.register(_baseline.name, _baseline)
+    BASELINES.register(_baseline)
 
 
 def get_baseline(name: str) -> Baseline:

@@ -9,21 +9,21 @@ import argparse
 import sys
 
 from .backbones import backbone_doc, list_backbones
+from .choices import Align, Exif, Preset
 from .distances import get_distance, list_distances
 from .errors import run_entry_point
 from .factory import create_metric
-from .presets import PRESETS
 
 
 def _score(args: argparse.Namespace) -> int:
-    backbone = args.backbone or (None if args.head else "dino_vitb16")
+    backbone = args.backbone or (None if args.trained else "dino_vitb16")
     metric = create_metric(
         backbone, args.distance, pretrained=not args.random_init, weights=args.weights,
-        device=args.device, preset=args.preset, head=args.head, align=args.align, exif=args.exif,
+        device=args.device, preset=args.preset, trained=args.trained, align=args.align, exif=args.exif,
     )
     score = float(metric(args.ref, args.dis)[0])
     direction = "lower = better" if metric.lower_better else "higher = better"
-    name = f"{metric.backbone.name} {metric.distance.name}{' + head' if args.head else ''} ({metric.preset})"
+    name = f"{metric.backbone.name} {metric.distance.name}{' + trained weights' if args.trained else ''} ({metric.preset})"
     print(f"{score:.6f}" if args.quiet else f"{name}: {score:.6f}  ({direction})")
     return 0
 
@@ -36,7 +36,7 @@ def _list(args: argparse.Namespace) -> int:
     for name in list_distances():
         head = get_distance(name)
         print(f"  {name:28s} {'lower' if head.lower_better else 'higher'} = better. {head.doc}")
-    print(f"presets: {', '.join(PRESETS)}")
+    print(f"presets: {', '.join(Preset)}")
     return 0
 
 
@@ -97,13 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("dis", help="distorted image file")
     score.add_argument("--backbone", default=None, help="backbone name (see `zsiqa list`; default dino_vitb16)")
     score.add_argument("--distance", default=None, help="distance head (see `zsiqa list`; default l2)")
-    score.add_argument("--preset", default=None, choices=sorted(PRESETS), help="default paper")
-    score.add_argument("--head", default=None, help="a head.pt from train.py (it decides backbone/distance/preset)")
+    score.add_argument("--preset", default=None, choices=list(Preset), type=Preset, help="default paper")
+    score.add_argument("--trained", default=None,
+                       help="learned weights from train.py (<run>/trained.pt; it decides backbone/distance/preset)")
     score.add_argument("--weights", default=None, help="local checkpoint file instead of the hub weights")
     score.add_argument("--random-init", action="store_true", help="random weights (smoke tests only)")
-    score.add_argument("--align", default="error", choices=["error", "resize"],
+    score.add_argument("--align", default=Align.error, choices=[Align.error, Align.resize], type=Align,
                        help="different sizes: error, or resize the distorted image to the reference (window heads)")
-    score.add_argument("--exif", default="auto", choices=["auto", "apply", "ignore"],
+    score.add_argument("--exif", default=Exif.auto, choices=list(Exif), type=Exif,
                        help="EXIF orientation of the files: apply it, or ignore it as the official code did "
                             "(auto: ignore under preset paper, apply under fixed)")
     score.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")

@@ -11,7 +11,7 @@ from typing import Callable
 
 from omegaconf import DictConfig
 
-from .config import check_command_line, register_configs
+from .config import check_command_line, load, register_configs
 from .errors import run_entry_point
 
 
@@ -71,21 +71,22 @@ def run_app(entry: str, argv: list[str], hydra_main: Callable[[], None]) -> int:
     return 0
 
 
-def run_task(task: Callable[[DictConfig], dict | None], cfg: DictConfig, prog: str) -> None:
-    """Run one job of a Hydra app: an expected error prints one line and exits with its code. In a sweep, the job's
+def run_task(task: Callable, entry: str, cfg: DictConfig) -> None:
+    """Run one job of a Hydra app: ``task`` (``zsiqa.engine.evaluation.evaluate`` or ``training.train``) on the
+    loaded config of ``entry``. An expected error prints one line and exits with its code. In a sweep, the job's
     folder gets a link ``run`` to its run folder (what ``zsiqa gather`` follows)."""
     quiet_libraries()  # again: a sweep job may run in a fresh process
     keep_freed_memory()
-    code = run_entry_point(lambda: _run(task, cfg), prog)
+    code = run_entry_point(lambda: _run(task, entry, cfg), f"{entry}.py")
     if code:
         sys.exit(code)
 
 
-def _run(task: Callable[[DictConfig], dict | None], cfg: DictConfig) -> None:
+def _run(task: Callable, entry: str, cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    summary = task(cfg)
+    summary = task(load(entry, cfg))
     hydra_cfg = HydraConfig.get()
     if summary is not None and hydra_cfg.mode == RunMode.MULTIRUN:
         link = Path(hydra_cfg.runtime.output_dir) / "run"

@@ -9,12 +9,25 @@ working.
 """
 from __future__ import annotations
 
+import difflib
 import errno
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Callable
+
+
+def did_you_mean(word: str, choices: Iterable) -> str:
+    """`` (did you mean X?)`` for the closest choice, or nothing."""
+    close = difflib.get_close_matches(word, [str(c) for c in choices if c is not None], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def choose_one(key: str, value: object, allowed: Iterable) -> str:
+    """``key=value: choose one of a, b (did you mean b?)``."""
+    allowed = [str(a) for a in allowed]
+    return f"{key}={value}: choose one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}"
 
 
 class ZsiqaError(Exception):

@@ -1,4 +1,4 @@
-"""``create_metric``: a metric from names (timm's ``create_model`` for FR-IQA), or from a learned head file."""
+"""``create_metric``: a metric from names (timm's ``create_model`` for FR-IQA), or from a learned-weights file."""
 from __future__ import annotations
 
 import os
@@ -6,9 +6,10 @@ import os
 import torch
 
 from .backbones import create_backbone
+from .choices import Preset
 from .distances import get_distance
 from .errors import ConfigError
-from .learned_weights import create_head_metric
+from .learned_weights import create_trained_metric
 from .losses import PerceptualLoss
 from .metric import FRMetric
 from .presets import resolve_distance
@@ -21,7 +22,7 @@ def create_metric(
     weights: str | None = None,
     device: str | torch.device | None = None,
     preset: str | None = None,
-    head: str | os.PathLike | None = None,
+    trained: str | os.PathLike | None = None,
     as_loss: bool = False,
     **options,
 ) -> FRMetric | PerceptualLoss:
@@ -30,16 +31,16 @@ def create_metric(
     distance: default "l2". pretrained / weights: see ``zsiqa.backbones.create_backbone``. preset: "paper" (default;
     bit-faithful to the official code) or "fixed" (its bugs fixed). options: normalize, precision, stride,
     max_windows_per_batch, align, exif ("auto" | "apply" | "ignore": EXIF orientation of image files; auto = ignore
-    under preset paper, as the official code, apply under fixed). head: a head checkpoint from train.py (``head.pt``):
-    its stored config decides backbone, distance, preset, normalize and stride; any of them given explicitly must agree
+    under preset paper, as the official code, apply under fixed). trained: learned weights from train.py
+    (``trained.pt``, or a checkpoint of its run): its stored config decides backbone, distance, preset, normalize and stride; any of them given explicitly must agree
     with it. as_loss: return ``zsiqa.losses.PerceptualLoss`` around the metric (differentiable, ``loss(dis, ref)``).
     """
-    if head is not None:
-        metric = create_head_metric(head, backbone, distance, preset, pretrained=pretrained, weights=weights, **options)
+    if trained is not None:
+        metric = create_trained_metric(trained, backbone, distance, preset, pretrained=pretrained, weights=weights, **options)
     else:
         if backbone is None:
-            raise ConfigError("create_metric needs a backbone name (see zsiqa.list_backbones()) or head=<train.py head.pt>")
-        preset = "paper" if preset is None else preset
+            raise ConfigError("create_metric needs a backbone name (see zsiqa.list_backbones()) or trained=<train.py trained.pt>")
+        preset = Preset.paper if preset is None else preset
         distance = resolve_distance("l2" if distance is None else distance, preset)
         metric = FRMetric(create_backbone(backbone, pretrained=pretrained, weights=weights), get_distance(distance),
                           preset=preset, **options)

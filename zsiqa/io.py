@@ -30,20 +30,19 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .choices import Exif, Preset
 from .errors import ConfigError, InputError, MissingFileError
 
 ImageLike = Union[str, Path, Image.Image, torch.Tensor]
-EXIF_MODES = ("auto", "apply", "ignore")
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 WIDE_MODES = (*SIXTEEN_BIT_MODES, "I", "F")  # modes holding more than 8 bits per value
 
 
-def resolve_exif(exif: str, preset: str) -> str:
-    """``"apply"`` or ``"ignore"``: ``auto`` follows the preset (the official code ignored EXIF orientation)."""
-    if exif not in EXIF_MODES:
-        raise ConfigError(f"exif must be one of {', '.join(EXIF_MODES)}, got {exif!r}")
-    if exif == "auto":
-        return "ignore" if preset == "paper" else "apply"
+def resolve_exif(exif: str, preset: str) -> Exif:
+    """``apply`` or ``ignore``: ``auto`` follows the preset (the official code ignored EXIF orientation)."""
+    exif = Exif.of(exif, "exif")
+    if exif is Exif.auto:
+        return Exif.ignore if Preset.of(preset, "preset") is Preset.paper else Exif.apply
     return exif
 
 

@@ -11,11 +11,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import Backbone
+from .choices import Align, Precision, Preset
 from .distances import DistanceHead, Feats
 from .distances.fused import window_scores
 from .errors import ConfigError, InputError
 from .io import ImageLike, resolve_exif, to_batch, to_float
-from .presets import PRESETS
+from .presets import preset_settings
 from .windows import crop_windows, window_grid
 
 OFFICIAL_STRIDE = 200
@@ -97,11 +98,12 @@ class FRMetric(nn.Module):
         max_image_side: int | None = MAX_IMAGE_SIDE,
     ) -> None:
         super().__init__()
-        cfg = PRESETS.get(preset)
-        if align not in ("error", "resize"):
-            raise ConfigError(f"align must be 'error' or 'resize', got {align!r}")
-        if precision is not None and precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {sorted(PRECISIONS)} or None, got {precision!r}")
+        cfg = preset_settings(preset)
+        align = Align.of(align, "align")
+        if align is Align.auto:
+            raise ConfigError("align must be 'error' or 'resize' for a metric (auto is a run setting: resize only after a "
+                              "size-changing transform)")
+        precision = None if precision is None else Precision.of(precision, "precision").value
         if max_windows_per_batch < 1:
             raise ConfigError(f"max_windows_per_batch must be >= 1, got {max_windows_per_batch}")
         if max_image_side is not None and max_image_side < 1:
@@ -112,18 +114,18 @@ class FRMetric(nn.Module):
             raise ConfigError(f"stride must be in 1..{backbone.window} (the window), got {stride}: a larger one leaves pixels unscored")
         self.backbone = backbone
         self.distance = distance
-        self.preset = preset
+        self.preset = Preset.of(preset, "preset").value
         # DeepSSIM's VGG16 is defined on ImageNet-normalised input, so it is normalised under every preset.
-        default = cfg["normalize"] or backbone.requires_normalization
+        default = cfg.normalize or backbone.requires_normalization
         self.normalize = default if normalize is None else normalize
         self.precision = precision
         self.stride = stride
         self.max_windows_per_batch = max_windows_per_batch
         self.max_image_side = max_image_side
-        self.align = align
-        self.exif = resolve_exif(exif, preset)  # image files given by path: EXIF orientation applied or ignored
-        self.fp32_distances = cfg["fp32_distances"]
-        self.use_paper_dtype = cfg["paper_dtype"]
+        self.align = align.value
+        self.exif = resolve_exif(exif, preset).value  # image files given by path: EXIF orientation applied or ignored
+        self.fp32_distances = cfg.fp32_distances
+        self.use_paper_dtype = cfg.paper_dtype
         self.register_buffer("mean", torch.tensor(backbone.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(backbone.std).view(1, 3, 1, 1), persistent=False)
 
@@ -160,7 +162,7 @@ class FRMetric(nn.Module):
         """Metrics with equal keys share features: feature kind (taps / embedding), whether windows are compared one
         to one, and every setting that changes the features (backbone, preprocessing, precision, windows)."""
         kind = "embed" if self.distance.kind == "embed" else "taps"
-        settings = tuple(sorted((k, str(v)) for k, v in self.config().items() if k not in ("distance", "head")))
+        settings = tuple(sorted((k, str(v)) for k, v in self.config().items() if k not in ("distance", "weighting")))
         return kind, self.distance.kind != "image", settings
 
     def num_windows(self, size: tuple[int, int]) -> int:

@@ -1,9 +1,10 @@
-"""One registry helper for every named thing users pick by string: backbones, weight sources, distances, baselines,
-datasets, transforms, MOS losses, presets.
+"""One registry helper for every named thing users pick by string: backbones and their prefixes, distances,
+baselines, datasets, transforms, MOS losses.
 
-``Registry("distance")`` maps names to entries; ``register(name, entry)`` (or ``@registry.register(name)`` on a
-function) adds one, ``get(name)`` returns it or raises one clear error naming the choices, ``names()`` lists them.
-A registry whose entries live in modules that register themselves on import takes ``load`` (called before lookups).
+Each registry holds one record type, and every record carries its ``name``: ``register(record)`` is the one way to
+add one (``@register_backbone`` builds a backbone's record around the decorated builder), ``get(name)`` returns it or
+raises one clear error naming the choices, ``names()`` lists them. A registry whose records live in modules that
+register themselves on import takes ``load`` (called before lookups).
 """
 from __future__ import annotations
 
@@ -24,14 +25,9 @@ class Registry(Generic[T]):
         self._load = load
         self._entries: dict[str, T] = {}
 
-    def register(self, name: str, entry: T | None = None):
-        """``register(name, entry)`` adds ``entry``; ``register(name)`` is a decorator that adds the decorated object."""
-        if entry is None:
-            def deco(obj: T) -> T:
-                self.register(name, obj)
-                return obj
-
-            return deco
+    def register(self, entry: T) -> T:
+        """Add ``entry`` under ``entry.name``; a name registered twice is an error."""
+        name = entry.name
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} registered twice")
         self._entries[name] = entry

@@ -32,15 +32,15 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from .choices import Preset
 from .errors import ConfigError
-from .presets import PRESETS
 from .registry import Registry
 
 PairFn = Callable[[Image.Image, Image.Image, float], tuple[Image.Image, Image.Image]]
@@ -231,6 +231,7 @@ class TransformSpec:
     """One row of ``TRANSFORMS``: the function per preset, what ``amount`` means, which amounts are valid, and whether
     the distorted output can differ in size from the reference output."""
 
+    name: str
     paper: PairFn
     fixed: PairFn
     unit: str
@@ -242,20 +243,20 @@ _ANY = Interval(-math.inf, math.inf, low_open=True)
 _FACTOR = Interval(-100, math.inf, low_open=True)
 
 TRANSFORMS: Registry[TransformSpec] = Registry("transform")
-for _name, _spec in {
-    "tra": TransformSpec(_tra_paper, _tra_fixed, "% of width", Interval(0, 100), False),
-    "sca": TransformSpec(_sca_paper, _scale_keep, "% of size", Interval(0, math.inf), False),
-    "rot": TransformSpec(_rot_paper, _rotate, "degrees clockwise", _ANY, False),
-    "scale": TransformSpec(_scale, _scale, "% size change (factor 1 + amount/100)", _FACTOR, True),
-    "scale_keep": TransformSpec(_scale_keep, _scale_keep, "% zoom (factor 1 + amount/100)", _FACTOR, False),
-    "rotate": TransformSpec(_rotate, _rotate, "degrees clockwise", _ANY, False),
-    "translate": TransformSpec(_translate, _translate, "% of width (x) and height (y)", Interval(-100, 100, True), False),
-    "perspective": TransformSpec(_perspective, _perspective, "% of width per top corner", Interval(0, 50), False),
-    "elastic": TransformSpec(_elastic, _elastic, "px (largest displacement)", Interval(0, math.inf), False),
-    "crop": TransformSpec(_crop, _crop, "% of width removed on the left", Interval(0, 100), True),
-    "retarget": TransformSpec(_retarget, _retarget, "% width change", _FACTOR, True),
-}.items():
-    TRANSFORMS.register(_name, _spec)
+for _spec in (
+    TransformSpec("tra", _tra_paper, _tra_fixed, "% of width", Interval(0, 100), False),
+    TransformSpec("sca", _sca_paper, _scale_keep, "% of size", Interval(0, math.inf), False),
+    TransformSpec("rot", _rot_paper, _rotate, "degrees clockwise", _ANY, False),
+    TransformSpec("scale", _scale, _scale, "% size change (factor 1 + amount/100)", _FACTOR, True),
+    TransformSpec("scale_keep", _scale_keep, _scale_keep, "% zoom (factor 1 + amount/100)", _FACTOR, False),
+    TransformSpec("rotate", _rotate, _rotate, "degrees clockwise", _ANY, False),
+    TransformSpec("translate", _translate, _translate, "% of width (x) and height (y)", Interval(-100, 100, True), False),
+    TransformSpec("perspective", _perspective, _perspective, "% of width per top corner", Interval(0, 50), False),
+    TransformSpec("elastic", _elastic, _elastic, "px (largest displacement)", Interval(0, math.inf), False),
+    TransformSpec("crop", _crop, _crop, "% of width removed on the left", Interval(0, 100), True),
+    TransformSpec("retarget", _retarget, _retarget, "% width change", _FACTOR, True),
+):
+    TRANSFORMS.register(_spec)
 
 
 def _check_image(img: object, name: str) -> None:
@@ -275,7 +276,7 @@ class PairTransform:
 
     def __post_init__(self) -> None:
         spec = TRANSFORMS.get(self.name)
-        PRESETS.get(self.preset)
+        Preset.of(self.preset, "preset")
         if not math.isfinite(self.amount) or self.amount not in spec.amounts:
             raise ConfigError(
                 f"transform {self.name!r}: amount {self.amount} is outside {spec.amounts} (unit: {spec.unit})"
@@ -293,9 +294,9 @@ class PairTransform:
 
 def make_transform(name: str, amount: float, preset: str = "paper") -> PairTransform:
     """Build the pair transform ``name`` at ``amount`` (unit per ``TRANSFORMS[name].unit``) for a preset."""
-    return PairTransform(name, float(amount), preset)
+    return PairTransform(name, float(amount), Preset.of(preset, "preset").value)
 
 
-def transform_label(t: Mapping) -> str:
+def transform_label(name: str, amount: float) -> str:
     """``none``, or ``NAME@AMOUNT`` as run folders and tables show a transform (e.g. ``rotate@5``)."""
-    return "none" if t["name"] == "none" else f"{t['name']}@{t['amount']:g}"
+    return "none" if name == "none" else f"{name}@{amount:g}"

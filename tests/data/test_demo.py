@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zsiqa.data import build_demo, demo, read_dataset, read_demo
+from zsiqa.data import build_demo, demo, read_dataset
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def _mse(a, b):
 
 
 def test_counts_labels_and_files(demo_root):
-    items = read_demo(demo_root)
+    items = read_dataset("demo", demo_root)
     assert len(items) == 144 and len({i.ref_id for i in items}) == 6
     assert [i.index for i in items] == list(range(144))
     assert {i.dist_type for i in items} == {"noise", "blur", "jpeg", "contrast", "brightness", "shift"}
@@ -30,7 +30,7 @@ def test_counts_labels_and_files(demo_root):
 
 
 def test_error_grows_with_level(demo_root):
-    items = read_demo(demo_root)
+    items = read_dataset("demo", demo_root)
     for ref_id in {i.ref_id for i in items}:
         for dist_type in ("noise", "blur", "jpeg", "contrast", "brightness", "shift"):
             group = sorted((i for i in items if i.ref_id == ref_id and i.dist_type == dist_type), key=lambda i: i.level)
@@ -47,14 +47,14 @@ def test_deterministic_and_idempotent(demo_root, monkeypatch):
     assert {p: p.stat().st_mtime_ns for p in demo_root.rglob("*")} == before
     monkeypatch.setenv("ZSIQA_DEMO_ROOT", str(demo_root))
     assert build_demo() == demo_root
-    assert read_dataset("demo") == read_demo(demo_root)
+    assert read_dataset("demo") == read_dataset("demo", demo_root)
 
 
 def test_broken_meta_line_and_missing_set(demo_root, tmp_path):
     with pytest.raises(FileNotFoundError, match="build_demo"):
-        read_demo(tmp_path)
+        read_dataset("demo", tmp_path)
     (tmp_path / "ref").mkdir()
     meta = "ref_name,dist_name,score,dist_type,level\nref/a.png,dis/a_blur_1.png,x,blur,1\n"
     (tmp_path / "meta.csv").write_text(meta)
     with pytest.raises(ValueError, match=r"meta.csv:2: malformed label line"):
-        read_demo(tmp_path, strict=False)
+        read_dataset("demo", tmp_path, strict=False)

@@ -1,6 +1,6 @@
 import pytest
 
-from zsiqa.data import read_dataset, read_kadid
+from zsiqa.data import read_dataset
 
 
 @pytest.fixture(scope="module")
@@ -9,7 +9,7 @@ def kadid_root(layouts, tmp_path_factory):
 
 
 def test_full_set(kadid_root, layouts):
-    items = read_kadid(kadid_root)
+    items = read_dataset("kadid10k", kadid_root)
     assert len(items) == 10125 and len({i.ref_id for i in items}) == 81
     assert [i.index for i in items] == list(range(10125))
     assert {i.dist_type for i in items} == {f"{t:02d}" for t in range(1, 26)}
@@ -25,19 +25,19 @@ def test_full_set(kadid_root, layouts):
 def test_subset_and_errors(layouts, tmp_path):
     root = layouts.build_kadid(tmp_path, n_refs=1)
     with pytest.raises(ValueError, match="found 125 labelled pairs from 1 references"):
-        read_kadid(root)
-    assert len(read_kadid(root, strict=False)) == 125
+        read_dataset("kadid10k", root)
+    assert len(read_dataset("kadid10k", root, strict=False)) == 125
 
     (root / "images" / "I01_02_05.png").unlink()
     with pytest.raises(FileNotFoundError, match=r"dmos.csv:11: distorted image 'I01_02_05.png' not found in"):
-        read_kadid(root, strict=False)
+        read_dataset("kadid10k", root, strict=False)
 
     label = root / "dmos.csv"
     lines = label.read_text().splitlines()
     lines[3] = "I01_01_03.png,I02.png,4.1,0.5"  # reference does not match the distorted name
     label.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=r"dmos.csv:4: malformed label line 'I01_01_03.png,I02.png,4.1,0.5'"):
-        read_kadid(root, strict=False)
+        read_dataset("kadid10k", root, strict=False)
     label.write_text("image,score\nI01_01_01.png,4\n")
     with pytest.raises(ValueError, match=r"dmos.csv:1: .*expected a header with the columns dist_img, ref_img, dmos"):
-        read_kadid(root, strict=False)
+        read_dataset("kadid10k", root, strict=False)

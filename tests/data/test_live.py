@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from zsiqa.data import read_dataset, read_live
+from zsiqa.data import read_dataset
 
 
 @pytest.fixture(scope="module")
@@ -13,7 +13,7 @@ def live_root(layouts, tmp_path_factory):
 
 
 def test_full_set_counts_order_and_refs(live_root):
-    items = read_live(live_root)
+    items = read_dataset("live", live_root)
     assert len(items) == 779
     assert len({i.ref_id for i in items}) == 29
     assert [i.index for i in items] == list(range(779))
@@ -29,7 +29,7 @@ def test_entries_map_to_folder_images_and_labels(live_root):
     orgs, dmos_new = mat["orgs"].ravel(), mat["dmos_new"].ravel()
     names = [str(c[0]) for c in scipy.io.loadmat(live_root / "refnames_all.mat")["refnames_all"].ravel()]
     kept = np.flatnonzero(orgs == 0)
-    items = read_live(live_root)
+    items = read_dataset("live", live_root)
     # entry 227 + 233 + k - 1 (0-based) is wn/img{k}.bmp
     for item, entry in zip(items, kept):
         if entry >= 460 and entry < 634:
@@ -44,20 +44,20 @@ def test_entries_map_to_folder_images_and_labels(live_root):
 def test_original_dmos_is_an_option(live_root):
     dmos = scipy.io.loadmat(live_root / "dmos.mat")["dmos"].ravel()
     orgs = scipy.io.loadmat(live_root / "dmos.mat")["orgs"].ravel()
-    items = read_live(live_root, label="dmos")
+    items = read_dataset("live", live_root, label="dmos")
     assert [i.label for i in items] == pytest.approx(dmos[orgs == 0].tolist())
-    realigned = read_live(live_root)
+    realigned = read_dataset("live", live_root)
     assert [i.label for i in items] != [i.label for i in realigned]
     assert read_dataset("live", live_root, label="dmos") == items
     with pytest.raises(ValueError, match="unknown label 'mos'"):
-        read_live(live_root, label="mos")
+        read_dataset("live", live_root, label="mos")
 
 
 def test_subset_needs_strict_false(layouts, tmp_path):
     root = layouts.build_live(tmp_path, keep=2)
     with pytest.raises(ValueError, match="found 10 labelled pairs .* official set has 779 pairs"):
-        read_live(root)
-    items = read_live(root, strict=False)
+        read_dataset("live", root)
+    items = read_dataset("live", root, strict=False)
     assert [(i.dist_type, i.dis.name) for i in items[:3]] == [("jp2k", "img1.bmp"), ("jp2k", "img2.bmp"),
                                                               ("jpeg", "img1.bmp")]
 
@@ -66,7 +66,7 @@ def test_missing_image_names_entry_and_path(layouts, tmp_path):
     root = layouts.build_live(tmp_path, keep=2)
     (root / "jpeg" / "img2.bmp").unlink()
     with pytest.raises(FileNotFoundError) as err:
-        read_live(root, strict=False)
+        read_dataset("live", root, strict=False)
     msg = str(err.value)
     assert "1 image(s)" in msg and "dmos_realigned.mat entry 229" in msg and "'img2.bmp'" in msg
     assert str(root / "jpeg") in msg
@@ -78,14 +78,14 @@ def test_missing_reference_folder_and_label_file(layouts, tmp_path):
         ref.unlink()
     (root / "refimgs").rmdir()
     with pytest.raises(FileNotFoundError, match="folder does not exist"):
-        read_live(root, strict=False)
+        read_dataset("live", root, strict=False)
     (root / "dmos.mat").unlink()
     with pytest.raises(FileNotFoundError, match="label file not found: .*dmos.mat"):
-        read_live(root, label="dmos")
+        read_dataset("live", root, label="dmos")
 
 
 def test_wrong_entry_count_is_rejected(layouts, tmp_path):
     root = layouts.build_live(tmp_path, keep=1)
     scipy.io.savemat(root / "dmos_realigned.mat", {"dmos_new": np.zeros((1, 900)), "orgs": np.zeros((1, 900))})
     with pytest.raises(ValueError, match="'dmos_new' has 900 entries, expected 982"):
-        read_live(root, strict=False)
+        read_dataset("live", root, strict=False)

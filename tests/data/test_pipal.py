@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from zsiqa.data import read_pipal
+from zsiqa.data import read_dataset
 
 
 @pytest.fixture(scope="module")
@@ -11,7 +11,7 @@ def pipal_root(layouts, tmp_path_factory):
 
 
 def test_full_train_set(pipal_root, layouts):
-    items = read_pipal(pipal_root)
+    items = read_dataset("pipal", pipal_root)
     assert len(items) == 23200 and len({i.ref_id for i in items}) == 200
     assert [i.index for i in items] == list(range(23200))
     groups = Counter(i.dist_type for i in items)
@@ -26,7 +26,7 @@ def test_full_train_set(pipal_root, layouts):
 
 def test_label_files_are_read_in_sorted_order(layouts, tmp_path):
     root = layouts.build_pipal(tmp_path, n_refs=3)  # files created A0003, A0002, A0001
-    items = read_pipal(root, strict=False)
+    items = read_dataset("pipal", root, strict=False)
     assert [i.ref_id for i in items[::116]] == ["A0001", "A0002", "A0003"]
     assert [i.dis.name for i in items[:2]] == ["A0001_00_00.bmp", "A0001_00_01.bmp"]
 
@@ -34,7 +34,7 @@ def test_label_files_are_read_in_sorted_order(layouts, tmp_path):
 @pytest.mark.parametrize("layout", ["Distortion", "nested"])
 def test_distorted_images_found_in_split_or_nested_folders(layouts, tmp_path, layout):
     root = layouts.build_pipal(tmp_path, n_refs=5, layout=layout)
-    items = read_pipal(root, strict=False)
+    items = read_dataset("pipal", root, strict=False)
     assert len(items) == 5 * 116
     assert len({i.dis.parent for i in items}) > 1
     assert all(i.dis.is_file() for i in items)
@@ -46,14 +46,14 @@ def test_duplicate_file_names_are_an_error(layouts, tmp_path):
     dup.parent.mkdir()
     dup.write_bytes(b"x")
     with pytest.raises(ValueError, match="'A0002_03_05.bmp' is ambiguous"):
-        read_pipal(root, strict=False)
+        read_dataset("pipal", root, strict=False)
 
 
 def test_subset_needs_strict_false(layouts, tmp_path):
     root = layouts.build_pipal(tmp_path, n_refs=2)
     with pytest.raises(ValueError, match="found 232 labelled pairs from 2 references"):
-        read_pipal(root)
-    assert len(read_pipal(root, strict=False)) == 232
+        read_dataset("pipal", root)
+    assert len(read_dataset("pipal", root, strict=False)) == 232
 
 
 def test_malformed_line_and_missing_image(layouts, tmp_path):
@@ -61,15 +61,15 @@ def test_malformed_line_and_missing_image(layouts, tmp_path):
     label = root / "Train_Label" / "A0001.txt"
     (root / "Train_Dis" / "A0001_02_04.bmp").unlink()
     with pytest.raises(FileNotFoundError, match=r"A0001.txt:33: distorted image 'A0001_02_04.bmp' not found in"):
-        read_pipal(root, strict=False)
+        read_dataset("pipal", root, strict=False)
     lines = label.read_text().splitlines()
     lines[4] = "A0001_00_04.bmp 1500.0"
     label.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=r"A0001.txt:5: malformed label line 'A0001_00_04.bmp 1500.0'; expected "
                                          r"\"<name>,<elo>\""):
-        read_pipal(root, strict=False)
+        read_dataset("pipal", root, strict=False)
 
 
 def test_missing_labels_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no label files .*Train_Label/\*.txt"):
-        read_pipal(tmp_path)
+        read_dataset("pipal", tmp_path)

@@ -1,6 +1,6 @@
 import pytest
 
-from zsiqa.data import read_dataset, read_tid2013
+from zsiqa.data import read_dataset
 
 
 @pytest.fixture(scope="module")
@@ -9,7 +9,7 @@ def tid_root(layouts, tmp_path_factory):
 
 
 def test_full_set_counts_labels_and_parsing(tid_root, layouts):
-    items = read_tid2013(tid_root)
+    items = read_dataset("tid2013", tid_root)
     assert len(items) == 3000 and len({i.ref_id for i in items}) == 25
     assert [i.index for i in items] == list(range(3000))
     assert {i.dist_type for i in items} == {f"{t:02d}" for t in range(1, 25)}
@@ -24,7 +24,7 @@ def test_full_set_counts_labels_and_parsing(tid_root, layouts):
 
 
 def test_case_quirks_resolve_to_the_real_files(tid_root):
-    items = read_tid2013(tid_root)
+    items = read_dataset("tid2013", tid_root)
     by_name = {i.dis.name: i for i in items}
     assert by_name["I05_11_1.BMP"].dis.is_file() and by_name["I05_13_1.BMP"].level == "1"
     assert by_name["i05_11_2.bmp"].dist_type == "11"
@@ -35,7 +35,7 @@ def test_case_quirks_resolve_to_the_real_files(tid_root):
 
 def test_label_names_in_another_case_still_resolve(layouts, tmp_path):
     root = layouts.build_tid2013(tmp_path, refs=[1, 25], types=[1, 11], levels=[1, 2], lower_case_labels=True)
-    items = read_tid2013(root, strict=False)
+    items = read_dataset("tid2013", root, strict=False)
     assert [i.dis.name for i in items[:4]] == ["I01_01_1.bmp", "i01_01_2.bmp", "I01_11_1.BMP", "i01_11_2.bmp"]
     assert items[-1].ref.name == "i25.bmp"
 
@@ -43,8 +43,8 @@ def test_label_names_in_another_case_still_resolve(layouts, tmp_path):
 def test_subset_needs_strict_false(layouts, tmp_path):
     root = layouts.build_tid2013(tmp_path, refs=[2], types=[3], levels=[1, 2, 3])
     with pytest.raises(ValueError, match="found 3 labelled pairs from 1 references .* 3000 pairs from 25"):
-        read_tid2013(root)
-    assert read_dataset("tid2013", root, strict=False) == read_tid2013(root, strict=False)
+        read_dataset("tid2013", root)
+    assert read_dataset("tid2013", root, strict=False) == read_dataset("tid2013", root, strict=False)
 
 
 def test_malformed_line_reports_file_and_line(layouts, tmp_path):
@@ -54,18 +54,18 @@ def test_malformed_line_reports_file_and_line(layouts, tmp_path):
     lines[1] = "5.1 i01_01_2.png"
     label.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=r"mos_with_names.txt:2: malformed label line '5.1 i01_01_2.png'; expected"):
-        read_tid2013(root, strict=False)
+        read_dataset("tid2013", root, strict=False)
     lines[1] = "five i01_01_2.bmp"
     label.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=r"mos_with_names.txt:2: malformed label line 'five i01_01_2.bmp'"):
-        read_tid2013(root, strict=False)
+        read_dataset("tid2013", root, strict=False)
 
 
 def test_missing_image_reports_line_and_folder(layouts, tmp_path):
     root = layouts.build_tid2013(tmp_path, refs=[1], types=[1, 2], levels=[1, 2, 3])
     (root / "distorted_images" / "i01_02_3.bmp").unlink()
     with pytest.raises(FileNotFoundError) as err:
-        read_tid2013(root, strict=False)
+        read_dataset("tid2013", root, strict=False)
     msg = str(err.value)
     assert f"{root / 'mos_with_names.txt'}:6: distorted image 'i01_02_3.bmp' not found in" in msg
     assert str(root / "distorted_images") in msg
@@ -73,6 +73,6 @@ def test_missing_image_reports_line_and_folder(layouts, tmp_path):
 
 def test_missing_label_file_and_root(tmp_path):
     with pytest.raises(FileNotFoundError, match="label file not found: .*mos_with_names.txt"):
-        read_tid2013(tmp_path)
+        read_dataset("tid2013", tmp_path)
     with pytest.raises(FileNotFoundError, match="is not a folder"):
-        read_tid2013(tmp_path / "nowhere")
+        read_dataset("tid2013", tmp_path / "nowhere")

@@ -27,7 +27,7 @@ def backbone_doc(name: str) -> str:
 def _builder(name: str) -> BackboneBuilder:
     prefix = name.split(":", 1)[0]
     if name not in BACKBONES and ":" in name and prefix in PREFIXES:
-        return PREFIXES.get(prefix)
+        return PREFIXES.get(prefix).build
     return BACKBONES.get(name).build
 
 

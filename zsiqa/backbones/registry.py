@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 class BackboneEntry:
     """``build(name, pretrained, weights) -> Backbone``, its description and its pretrained weight source."""
 
+    name: str
     build: BackboneBuilder
     doc: str
     weights: WeightSource | None
@@ -23,7 +24,15 @@ class BackboneEntry:
 
 BACKBONES: Registry[BackboneEntry] = Registry(
     "backbone", hint="or a generic form: timm:<model_name>, open_clip:<arch>:<pretrained_tag>")
-PREFIXES: Registry[BackboneBuilder] = Registry("backbone prefix")
+@dataclass(frozen=True)
+class BackbonePrefix:
+    """``build(full_name, pretrained, weights) -> Backbone`` for every name ``<name>:<rest>``."""
+
+    name: str
+    build: BackboneBuilder
+
+
+PREFIXES: Registry[BackbonePrefix] = Registry("backbone prefix")
 
 
 def register_backbone(name: str, doc: str = "", weights: WeightSource | None = None):
@@ -31,7 +40,7 @@ def register_backbone(name: str, doc: str = "", weights: WeightSource | None = N
     the source of its pretrained weights (used by ``zsiqa download`` and in logs)."""
 
     def deco(builder: BackboneBuilder) -> BackboneBuilder:
-        BACKBONES.register(name, BackboneEntry(builder, doc, weights))
+        BACKBONES.register(BackboneEntry(name, builder, doc, weights))
         return builder
 
     return deco
@@ -41,7 +50,7 @@ def register_prefix(prefix: str):
     """Decorator: register a builder for every name ``<prefix>:<rest>``; it receives the full name."""
 
     def deco(builder: BackboneBuilder) -> BackboneBuilder:
-        PREFIXES.register(prefix, builder)
+        PREFIXES.register(BackbonePrefix(prefix, builder))
         return builder
 
     return deco

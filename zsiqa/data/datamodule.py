@@ -21,6 +21,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from ..choices import OnBadImage
 from ..errors import ConfigError, InputError
 from ..io import to_float
 from . import DATASETS, DatasetSpec, PairDataset, PairItem, read_dataset, reference_paths
@@ -88,16 +89,12 @@ def _stack(images: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(images)
 
 
-ON_BAD_IMAGE = ("error", "skip")
-
-
 def failed_groups(batch: list[dict], on_bad_image: str = "error", hint: str = "") -> tuple[list[dict], list[dict]]:
     """(groups whose images loaded, groups of pairs whose images failed). With ``on_bad_image="error"`` the first
     failure is raised here, in the main process, with its own message (the file named) and ``hint``."""
-    if on_bad_image not in ON_BAD_IMAGE:
-        raise ConfigError(f"on_bad_image must be one of {', '.join(ON_BAD_IMAGE)}, got {on_bad_image!r}")
+    on_bad_image = OnBadImage.of(on_bad_image, "on_bad_image")
     failed = [g for g in batch if "error" in g]
-    if failed and on_bad_image == "error":
+    if failed and on_bad_image is OnBadImage.error:
         raise InputError(failed[0]["error"] + hint)
     return [g for g in batch if "error" not in g], failed
 
@@ -146,9 +143,7 @@ class FRDataModule(L.LightningDataModule):
             raise ConfigError(f"exif must be 'apply' or 'ignore' here, got {exif!r} (resolve 'auto' against the preset "
                               "with zsiqa.io.resolve_exif)")
         self.exif = exif
-        if on_bad_image not in ON_BAD_IMAGE:
-            raise ConfigError(f"data.on_bad_image must be one of {', '.join(ON_BAD_IMAGE)}, got {on_bad_image!r}")
-        self.on_bad_image = on_bad_image
+        self.on_bad_image = OnBadImage.of(on_bad_image, "data.on_bad_image")
         self.reader_options = reader_options
         self.items: list[PairItem] | None = None
         self.by_index: dict[int, PairItem] = {}

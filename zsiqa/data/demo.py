@@ -20,17 +20,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from ..errors import MissingFileError, writing
-from .items import (
-    DatasetSpec,
-    FileIndex,
-    ListedPairs,
-    MissingFiles,
-    PairItem,
-    check_counts,
-    label_error,
-    parse_label,
-)
+from ..errors import writing
 
 VERSION = "1"
 SIZE = 288
@@ -44,8 +34,8 @@ PHOTOS = {  # name -> licence, as scikit-image documents it
                        "scikit-image, cite the paper",
     "hubble_deep_field": "NASA (Hubble eXtreme Deep Field); public domain",
 }
-COLUMNS = ("ref_name", "dist_name", "score", "dist_type", "level")
-NUM_REFS = len(PHOTOS)
+DEMO_COLUMNS = ("ref_name", "dist_name", "score", "dist_type", "level")
+DEMO_REFS = len(PHOTOS)
 _STAMP = ".complete"
 
 
@@ -84,7 +74,7 @@ def _shift(img: Image.Image, level: int, seed: int) -> Image.Image:
 DISTORTIONS: dict[str, Callable[[Image.Image, int, int], Image.Image]] = {
     "noise": _noise, "blur": _blur, "jpeg": _jpeg, "contrast": _contrast, "brightness": _brightness, "shift": _shift,
 }
-NUM_ITEMS = NUM_REFS * len(DISTORTIONS) * len(LEVELS)  # 144
+NUM_ITEMS = DEMO_REFS * len(DISTORTIONS) * len(LEVELS)  # 144
 
 
 def default_demo_root() -> Path:
@@ -114,47 +104,12 @@ def build_demo(root: str | os.PathLike | None = None) -> Path:
                 rows.append((ref_name, dist_name, level, dist_type, level))
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(DEMO_COLUMNS)
     writer.writerows(rows)
     _write_atomic(root / "meta.csv", text.getvalue().encode())
     _write_atomic(root / "README.txt", _readme().encode())
     _write_atomic(stamp, f"{VERSION}\n".encode())  # last: marks the set complete
     return root
-
-
-def read_demo(root: str | os.PathLike | None = None, strict: bool = True) -> list[PairItem]:
-    """The demo pairs from ``root/meta.csv``; with no root, the default set (built first if needed)."""
-    root = build_demo() if root is None else Path(root).expanduser().resolve()
-    label_path = root / "meta.csv"
-    if not label_path.is_file():
-        raise MissingFileError(f"demo: {label_path} not found; build the set first with build_demo({str(root)!r})")
-    index = FileIndex([root / "ref", root / "dis"])
-    expected = "a row ref_name,dist_name,score,dist_type,level such as ref/chelsea.png,dis/chelsea_blur_2.png,2,blur,2"
-    missing = MissingFiles("demo")
-    listed = ListedPairs("demo")
-    items: list[PairItem] = []
-    with open(label_path, newline="", encoding="utf-8") as f:
-        rows = csv.DictReader(f)
-        if tuple(rows.fieldnames or ()) != COLUMNS:
-            raise label_error(label_path, 1, ",".join(rows.fieldnames or ()), f"the header {','.join(COLUMNS)}")
-        for row in rows:
-            line = ",".join(v for v in row.values() if isinstance(v, str))
-            if any(row[c] is None for c in COLUMNS) or None in row:
-                raise label_error(label_path, rows.line_num, line, expected)
-            score = parse_label(row["score"], label_path, rows.line_num, line, expected)
-            where = f"{label_path}:{rows.line_num}"
-            listed.add(row["ref_name"], row["dist_name"], where, line)
-            ref = missing.find(index, Path(row["ref_name"]).name, where, "reference")
-            dis = missing.find(index, Path(row["dist_name"]).name, where, "distorted image")
-            if ref is not None and dis is not None:
-                items.append(PairItem(
-                    index=len(items), ref=ref, dis=dis, label=score, label_lower_better=True,
-                    dist_type=row["dist_type"], ref_id=ref.stem, level=row["level"],
-                ))
-    listed.require_some(label_path)
-    missing.raise_if_any()
-    check_counts(items, "demo", NUM_ITEMS, NUM_REFS, root, strict)
-    return items
 
 
 def _photo(name: str) -> Image.Image:
@@ -205,9 +160,3 @@ zsiqa.data.demo.build_demo.
 Image sources and licences (as documented by scikit-image):
 {licences}
 """
-
-
-SPEC = DatasetSpec(
-    name="demo", title="zsiqa demo (synthetic severity, not human opinion)", label_name="severity level",
-    lower_better=True, num_items=NUM_ITEMS, num_refs=NUM_REFS, read=read_demo,
-)

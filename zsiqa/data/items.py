@@ -13,7 +13,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from ..errors import ConfigError, DataError, MissingFileError
 
@@ -39,19 +39,6 @@ class PairItem:
     dist_type: str
     ref_id: str
     level: str = ""
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What a dataset is: its reader, its label and direction, and the size of the full official set."""
-
-    name: str
-    title: str
-    label_name: str
-    lower_better: bool
-    num_items: int
-    num_refs: int
-    read: Callable[..., list[PairItem]]
 
 
 def reference_paths(items: Iterable[PairItem]) -> dict[str, Path]:
@@ -118,8 +105,9 @@ class ListedPairs:
         self._first: dict[tuple[str, str], tuple[str, str]] = {}
 
     def add(self, ref: str, dis: str, where: str, line: str) -> None:
-        """Record the pair ``(ref, dis)`` (file names, case ignored) listed at ``where`` (file:line) as ``line``."""
-        key = (Path(ref).name.lower(), Path(dis).name.lower())
+        """Record the pair ``(ref, dis)`` (a file name, and a file name with any sub-folder its dataset gives, case
+        ignored) listed at ``where`` (file:line) as ``line``."""
+        key = (Path(ref).name.lower(), dis.lower())
         if key in self._first:
             first, first_line = self._first[key]
             what = f"duplicated label line {line!r}" if line == first_line else (

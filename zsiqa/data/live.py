@@ -10,35 +10,27 @@ default, ``label="dmos"`` gives the original DMOS that pyiqa uses.
 """
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import scipy.io
 
 from ..errors import ConfigError, DataError
-from .items import (
-    DatasetSpec,
-    FileIndex,
-    MissingFiles,
-    PairItem,
-    check_counts,
-    dataset_root,
-    require_file,
-)
+from .items import require_file
+from .reader import Row
 
 FOLDERS = (("jp2k", 227), ("jpeg", 233), ("wn", 174), ("gblur", 174), ("fastfading", 174))
 NUM_ENTRIES = sum(n for _, n in FOLDERS)  # 982
-NUM_ITEMS, NUM_REFS = 779, 29
 LABELS = {"dmos_realigned": ("dmos_realigned.mat", "dmos_new"), "dmos": ("dmos.mat", "dmos")}
-_LAYOUT = "refimgs/, jp2k/ ... fastfading/, dmos.mat, dmos_realigned.mat and refnames_all.mat (LIVE Release 2)"
+LIVE_OPTIONS = ("label",)  # reader options: which DMOS
 
 
-def read_live(root: str | os.PathLike, label: str = "dmos_realigned", strict: bool = True) -> list[PairItem]:
-    """The 779 distorted LIVE images with their DMOS (``label``: "dmos_realigned" or "dmos")."""
+def live_rows(root: Path, label: str = "dmos_realigned") -> Iterator[tuple[str, str, Row]]:
+    """The rows of the 779 distorted LIVE images with their DMOS (``label``: "dmos_realigned" or "dmos"), in the
+    .mat files' order, reference copies (``orgs == 1``) left out."""
     if label not in LABELS:
         raise ConfigError(f"LIVE: unknown label {label!r}; choose one of {sorted(LABELS)}")
-    root = dataset_root(root, "LIVE", _LAYOUT)
     mat_name, key = LABELS[label]
     label_path = root / mat_name
     mat = _load_mat(label_path)
@@ -47,28 +39,16 @@ def read_live(root: str | os.PathLike, label: str = "dmos_realigned", strict: bo
     refnames = _ref_names(root / "refnames_all.mat")
     if not np.isin(orgs, (0, 1)).all():
         raise DataError(f"LIVE: {label_path}: 'orgs' must hold only 0 and 1 (1 = reference copy)")
-
-    refs = FileIndex([root / "refimgs"])
-    folders = {name: FileIndex([root / name]) for name, _ in FOLDERS}
     entries = [(name, k) for name, n in FOLDERS for k in range(1, n + 1)]
-    missing = MissingFiles("LIVE")
-    items: list[PairItem] = []
     for i, (folder, k) in enumerate(entries):
         if orgs[i] == 1:
             continue
         where = f"{label_path} entry {i + 1}"
         if not np.isfinite(labels[i]):
             raise DataError(f"LIVE: {where} ({folder}/img{k}.bmp): '{key}' is not a finite number")
-        ref = missing.find(refs, refnames[i], where, "reference")
-        dis = missing.find(folders[folder], f"img{k}.bmp", where, "distorted image")
-        if ref is not None and dis is not None:
-            items.append(PairItem(
-                index=len(items), ref=ref, dis=dis, label=float(labels[i]), label_lower_better=True,
-                dist_type=folder, ref_id=Path(refnames[i]).stem,
-            ))
-    missing.raise_if_any()
-    check_counts(items, "LIVE", NUM_ITEMS, NUM_REFS, root, strict)
-    return items
+        dis = f"{folder}/img{k}.bmp"
+        yield where, f"{dis} {refnames[i]} {labels[i]}", Row(refnames[i], dis, float(labels[i]), folder,
+                                                              Path(refnames[i]).stem)
 
 
 def _load_mat(path: Path) -> dict:
@@ -110,9 +90,3 @@ def _check_length(path: Path, key: str, n: int) -> None:
             f"LIVE: {path}: {key!r} has {n} entries, expected {NUM_ENTRIES} "
             "(the Release 2 order jp2k 227, jpeg 233, wn 174, gblur 174, fastfading 174)"
         )
-
-
-SPEC = DatasetSpec(
-    name="live", title="LIVE IQA Release 2", label_name="DMOS (realigned)", lower_better=True,
-    num_items=NUM_ITEMS, num_refs=NUM_REFS, read=read_live,
-)

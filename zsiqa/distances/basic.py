@@ -36,12 +36,12 @@ def feature_layout(ref: Feats, dis: Feats) -> str:
     return "tokens" if ndims == {3} else "maps"
 
 
-def _sum_dtype(dtype: torch.dtype) -> torch.dtype:
+def sum_dtype(dtype: torch.dtype) -> torch.dtype:
     """At least fp32: the paper sums per-layer Python floats (``.item()``), so fp16 layer terms are summed in fp32."""
     return torch.promote_types(dtype, torch.float32)
 
 
-def _guarded_mean(x: torch.Tensor) -> torch.Tensor:
+def guarded_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean over every axis but the first, with +-inf set to 0 and NaN skipped.
 
     The paper applied this guard only to CLIP-RN50 (fp16 overflow); we apply it to every cosine: it changes nothing
@@ -65,7 +65,7 @@ def l2_layer_terms(ref: Feats, dis: Feats) -> torch.Tensor:
 def l2(ref: Feats, dis: Feats) -> torch.Tensor:
     """``[M]``: sum over layers of the per-layer MSE."""
     terms = l2_layer_terms(ref, dis)
-    return terms.to(_sum_dtype(terms.dtype)).sum(1)
+    return terms.to(sum_dtype(terms.dtype)).sum(1)
 
 
 def l2_channel_terms(ref: Feats, dis: Feats) -> list[torch.Tensor]:
@@ -83,13 +83,13 @@ def _one_minus_cos(r: torch.Tensor, d: torch.Tensor, dim: int) -> torch.Tensor:
 def cos_layer_terms(ref: Feats, dis: Feats) -> torch.Tensor:
     """``[M, L]``: mean of ``1 - cos`` along the last axis: channels of tokens, WIDTH of NCHW maps (paper quirk)."""
     feature_layout(ref, dis)
-    return torch.stack([_guarded_mean(_one_minus_cos(r, d, -1)) for r, d in zip(ref, dis)], 1)
+    return torch.stack([guarded_mean(_one_minus_cos(r, d, -1)) for r, d in zip(ref, dis)], 1)
 
 
 def cos(ref: Feats, dis: Feats) -> torch.Tensor:
     """``[M]``: sum over layers of ``cos_layer_terms``."""
     terms = cos_layer_terms(ref, dis)
-    return terms.to(_sum_dtype(terms.dtype)).sum(1)
+    return terms.to(sum_dtype(terms.dtype)).sum(1)
 
 
 def _channel_split_cos(r: torch.Tensor, d: torch.Tensor, dim: int) -> torch.Tensor:
@@ -103,7 +103,7 @@ def _channel_split_cos(r: torch.Tensor, d: torch.Tensor, dim: int) -> torch.Tens
     skips (NaN, e.g. zero vectors in fp16, where COS_EPS underflows) or zeroes (inf) contribute nothing. Computed in
     at least fp32: for fp16 features the layer term is this sum rounded to fp16.
     """
-    work = _sum_dtype(r.dtype)
+    work = sum_dtype(r.dtype)
     value = _one_minus_cos(r, d, dim).flatten(1).to(work)  # [M, P], as the layer term
     shares = (_unit(d.to(work), dim) - _unit(r.to(work), dim)) ** 2 / 2
     shares = shares if dim == -1 else shares.flatten(2).transpose(1, 2)  # [M, P, C]
@@ -136,13 +136,13 @@ def cos_channel_terms(ref: Feats, dis: Feats) -> list[torch.Tensor]:
 def cos_channel_layer_terms(ref: Feats, dis: Feats) -> torch.Tensor:
     """``[M, L]``: mean of ``1 - cos`` over the channel axis: per token (tokens) or per spatial position (maps)."""
     dim = -1 if feature_layout(ref, dis) == "tokens" else 1
-    return torch.stack([_guarded_mean(_one_minus_cos(r, d, dim)) for r, d in zip(ref, dis)], 1)
+    return torch.stack([guarded_mean(_one_minus_cos(r, d, dim)) for r, d in zip(ref, dis)], 1)
 
 
 def cos_channel(ref: Feats, dis: Feats) -> torch.Tensor:
     """``[M]``: sum over layers of ``cos_channel_layer_terms``."""
     terms = cos_channel_layer_terms(ref, dis)
-    return terms.to(_sum_dtype(terms.dtype)).sum(1)
+    return terms.to(sum_dtype(terms.dtype)).sum(1)
 
 
 def cos_channel_channel_terms(ref: Feats, dis: Feats) -> list[torch.Tensor]:
@@ -164,4 +164,4 @@ def embed_cos(ref: Feats, dis: Feats) -> torch.Tensor:
             f"got {tuple(r.shape)} and {tuple(d.shape)}"
         )
     # The paper F.normalize()s the embeddings before the cosine.
-    return _guarded_mean(_one_minus_cos(F.normalize(r, dim=-1), F.normalize(d, dim=-1), -1))
+    return guarded_mean(_one_minus_cos(F.normalize(r, dim=-1), F.normalize(d, dim=-1), -1))

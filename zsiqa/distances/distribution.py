@@ -25,7 +25,7 @@ EPS = 1e-10
 JSD_MEAN_EPS = 1e-17
 
 
-def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
@@ -41,7 +41,7 @@ def _token_stack_shape(feats: Feats) -> None:
         raise ValueError(f"token layers must share one shape [M, T, C] to be stacked; got {sorted(shapes)}")
 
 
-def _map_as_tokens(x: torch.Tensor) -> torch.Tensor:
+def map_as_tokens(x: torch.Tensor) -> torch.Tensor:
     """``[M, C, H, W] -> [M, 1, H*W, C]``: one layer, row-major positions as tokens."""
     return x.flatten(2).transpose(1, 2).unsqueeze(1)
 
@@ -58,7 +58,7 @@ def _paper_padding(rows: int, cols: int) -> tuple[int, int]:
     return rp, cp
 
 
-def _columns(x: torch.Tensor) -> torch.Tensor:
+def paper_columns(x: torch.Tensor) -> torch.Tensor:
     """``[M, L, T, C] -> [M, 64, N/64]`` after the paper's pad/crop to multiples of 8.
 
     Paper quirk, kept: ZeroPad2d((cp, 0, 0, rp)) with rp = round(T/8)*8 - T and cp = round(C/8)*8 - C (Python round):
@@ -70,8 +70,8 @@ def _columns(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], WIN * WIN, -1)
 
 
-def _stack_columns(feats: Feats) -> torch.Tensor:
-    """``_columns(_token_stack(feats))`` with one copy: each layer is written straight into the padded stack."""
+def stack_columns(feats: Feats) -> torch.Tensor:
+    """``paper_columns(_token_stack(feats))`` with one copy: each layer is written straight into the padded stack."""
     _token_stack_shape(feats)
     m, rows, cols = feats[0].shape
     rp, cp = _paper_padding(rows, cols)
@@ -84,12 +84,12 @@ def _stack_columns(feats: Feats) -> torch.Tensor:
     return out.reshape(m, WIN * WIN, -1)
 
 
-def _adaptive_weight(z: torch.Tensor) -> torch.Tensor:
+def adaptive_weight(z: torch.Tensor) -> torch.Tensor:
     """Liao et al.'s weight of the L2 term, w(z) = 1 / (sqrt(exp(-1/(z+10))) * (z+10)^2), written as they do."""
     return 1 / (torch.sqrt(torch.exp(-1 / (z + 10))) * (z + 10) ** 2)
 
 
-def _inf_to_zero(x: torch.Tensor) -> torch.Tensor:
+def inf_to_zero(x: torch.Tensor) -> torch.Tensor:
     return x.masked_fill(x == float("inf"), 0)
 
 
@@ -103,19 +103,19 @@ def _bin_distributions(xr: torch.Tensor, xd: torch.Tensor) -> tuple[torch.Tensor
 def _skld_final(xr: torch.Tensor, xd: torch.Tensor) -> torch.Tensor:
     """Symmetric KL per column plus the weighted column L2, averaged over columns: ``[M, 64, J] -> [M]``."""
     p, q = _bin_distributions(xr, xd)
-    part1 = _inf_to_zero(F.kl_div(q.log(), p, reduction="none").sum(1))
-    part2 = _inf_to_zero(F.kl_div(p.log(), q, reduction="none").sum(1))
+    part1 = inf_to_zero(F.kl_div(q.log(), p, reduction="none").sum(1))
+    part2 = inf_to_zero(F.kl_div(p.log(), q, reduction="none").sum(1))
     kld = (part1 + part2) / 2
     l2 = ((xd - xr) ** 2).sum(1)
-    return (kld + l2 * _adaptive_weight(kld)).mean(1)
+    return (kld + l2 * adaptive_weight(kld)).mean(1)
 
 
 def _jsd_final(xr: torch.Tensor, xd: torch.Tensor) -> torch.Tensor:
     """Jensen-Shannon per column, averaged over columns; no L2 term (the paper copies Liao's EfficientNet JSD)."""
     p, q = _bin_distributions(xr, xd)
     log_mean = ((p + q) / 2 + JSD_MEAN_EPS).log()
-    part1 = _inf_to_zero(F.kl_div(log_mean, p, reduction="none").sum(1))
-    part2 = _inf_to_zero(F.kl_div(log_mean, q, reduction="none").sum(1))
+    part1 = inf_to_zero(F.kl_div(log_mean, p, reduction="none").sum(1))
+    part2 = inf_to_zero(F.kl_div(log_mean, q, reduction="none").sum(1))
     return ((part1 + part2) / 2).mean(1)
 
 
@@ -129,16 +129,16 @@ def _wsd_final(xr: torch.Tensor, xd: torch.Tensor) -> torch.Tensor:
     v = F.softmax(xr, dim=2).cumsum(1)
     wsd = (u - v).abs()[:, :-1].sum(1)
     l2 = ((xd - xr) ** 2).sum(1)
-    return (wsd + l2 * _adaptive_weight(wsd)).mean(1)
+    return (wsd + l2 * adaptive_weight(wsd)).mean(1)
 
 
 def _squashed(ref: Feats, dis: Feats, final: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """``log(final + 1) ** 0.25`` per window; ``final`` on the whole token stack, or averaged over map layers."""
     if feature_layout(ref, dis) == "tokens":
-        value = final(_stack_columns(ref), _stack_columns(dis))
+        value = final(stack_columns(ref), stack_columns(dis))
     else:
         value = torch.stack(
-            [final(_columns(_map_as_tokens(r)), _columns(_map_as_tokens(d))) for r, d in zip(ref, dis)], 1
+            [final(paper_columns(map_as_tokens(r)), paper_columns(map_as_tokens(d))) for r, d in zip(ref, dis)], 1
         ).mean(1)
     # Guard (not in the paper): rounding can leave jsd's final at about -1e-16 for identical inputs (its 1e-17 in the
     # mean), where the 0.25 power gives nan in fp64; clamping at 0 changes nothing wherever the paper gives a number.
@@ -157,7 +157,7 @@ def jsd(ref: Feats, dis: Feats) -> torch.Tensor:
 
 def wsd(ref: Feats, dis: Feats) -> torch.Tensor:
     """``[M]``: 1-D Wasserstein distribution distance; features are upcast to at least fp32, as the paper does."""
-    return _squashed([_at_least_fp32(r) for r in ref], [_at_least_fp32(d) for d in dis], _wsd_final)
+    return _squashed([at_least_fp32(r) for r in ref], [at_least_fp32(d) for d in dis], _wsd_final)
 
 
 def _swd_inputs(ref: Feats, dis: Feats) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -170,7 +170,7 @@ def _swd_inputs(ref: Feats, dis: Feats) -> list[tuple[torch.Tensor, torch.Tensor
         pairs = [(_token_stack(ref).flatten(2), _token_stack(dis).flatten(2))]
     else:
         pairs = [(r.flatten(2), d.flatten(2)) for r, d in zip(ref, dis)]
-    return [(_at_least_fp32(r), _at_least_fp32(d)) for r, d in pairs]
+    return [(at_least_fp32(r), at_least_fp32(d)) for r, d in pairs]
 
 
 def _unit_rows(d: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,9 @@ the reference side is computed once per window slice and broadcast (never copied
 each intermediate is computed once for all heads that use it. Every element goes through the heads' own operations in
 their order, so the scores are the heads' alone (the tests check it).
 
-Heads without a fused form (swd, swd_fixed, embed_cos, deepssim, any newly registered head) run as they are, on the
-reference repeated for the distorted images of the call: in call order, so swd's global-RNG draws are unchanged.
+A head declares the kernel that computes it here (``DistanceHead.fused``: l2, cos, cos_channel, skld, jsd, wsd); heads
+without one (swd, swd_fixed, embed_cos, deepssim, any newly registered head) run as they are, on the reference
+repeated for the distorted images of the call: in call order, so swd's global-RNG draws are unchanged.
 """
 from __future__ import annotations
 
@@ -16,20 +17,20 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from . import DistanceHead, Feats, get_distance
-from .basic import COS_EPS, _guarded_mean, _sum_dtype, feature_layout
+from .basic import COS_EPS, feature_layout, guarded_mean, sum_dtype
 from .distribution import (
     EPS,
     JSD_MEAN_EPS,
-    _adaptive_weight,
-    _at_least_fp32,
-    _columns,
-    _inf_to_zero,
-    _map_as_tokens,
-    _stack_columns,
+    adaptive_weight,
+    at_least_fp32,
+    inf_to_zero,
+    map_as_tokens,
+    paper_columns,
+    stack_columns,
 )
+from .registry import DistanceHead, Feats
 
-FUSED = ("l2", "cos", "cos_channel", "skld", "jsd", "wsd")
+KERNELS = ("l2", "cos", "cos_channel", "skld", "jsd", "wsd")  # what a head may declare as its ``fused`` kernel
 DISTRIBUTION = ("skld", "jsd", "wsd")
 BINNED = ("skld", "jsd")  # the heads on the 64-row softmax p (distorted) and q (reference)
 # skld, jsd and wsd run one reference window at a time against as many distorted images' windows as fit in this
@@ -44,8 +45,10 @@ BLOCK_COLUMNS = 64
 
 
 def is_fused(head: DistanceHead) -> bool:
-    """True for the registered l2, cos, cos_channel, skld, jsd and wsd heads (not for a custom head of the same name)."""
-    return head.name in FUSED and head is get_distance(head.name)
+    """Whether ``head`` declares a fused kernel (an unknown kernel name is an error)."""
+    if head.fused is not None and head.fused not in KERNELS:
+        raise ValueError(f"distance {head.name!r}: unknown fused kernel {head.fused!r}; choose one of {', '.join(KERNELS)}")
+    return head.fused is not None
 
 
 def window_scores(heads: Sequence[DistanceHead], ref: Feats, dis: Feats) -> dict[str, torch.Tensor]:
@@ -58,7 +61,8 @@ def window_scores(heads: Sequence[DistanceHead], ref: Feats, dis: Feats) -> dict
     if m_r == 0 or m_d % m_r:
         raise ValueError(f"{m_d} distorted windows are not a whole number of images of the reference's {m_r} windows")
     n = m_d // m_r
-    names = [h.name for h in heads if is_fused(h)]
+    kernels = {h.fused: h.name for h in heads if is_fused(h)}  # kernel -> the head it scores
+    names = list(kernels)
     out = {}
     if names:
         layout = feature_layout(ref, [d[:m_r] for d in dis])
@@ -66,7 +70,7 @@ def window_scores(heads: Sequence[DistanceHead], ref: Feats, dis: Feats) -> dict
         scores = _taps_scores(ref, per_image, layout, names)
         if any(name in DISTRIBUTION for name in names):
             scores.update(_distribution_scores(ref, per_image, layout, [x for x in names if x in DISTRIBUTION]))
-        out = {name: v.reshape(m_d) for name, v in scores.items()}
+        out = {kernels[kernel]: v.reshape(m_d) for kernel, v in scores.items()}
     others = [h for h in heads if not is_fused(h)]
     if others:
         repeated = ref if n == 1 else [r.repeat(n, *([1] * (r.ndim - 1))) for r in ref]
@@ -104,7 +108,7 @@ def _columns_of(feats: list[torch.Tensor], layout: str) -> list[torch.Tensor]:
     leading image axis ``[g, M, ...]``, folded into the window axis for the construction and restored after."""
     g, m = feats[0].shape[:2]
     flat = [f.reshape(g * m, *f.shape[2:]) for f in feats]
-    columns = [_stack_columns(flat)] if layout == "tokens" else [_columns(_map_as_tokens(f)) for f in flat]
+    columns = [stack_columns(flat)] if layout == "tokens" else [paper_columns(map_as_tokens(f)) for f in flat]
     return [c.view(g, m, *c.shape[1:]) for c in columns]
 
 
@@ -117,13 +121,13 @@ def _reference_side(ref: list[torch.Tensor], layout: str, names: list[str]) -> d
         qs = [F.softmax(xr, dim=-2).add_(EPS) for xr in cols]  # the heads' clamp at EPS: see _binned
         shared["bins"] = [(q, q.log(), torch.xlogy(q, q), q / 2) for q in qs]
     if "wsd" in names:  # wsd runs in at least fp32: its own columns only for lower-precision features
-        wide = cols if _is_wide(r[0]) else _columns_of([_at_least_fp32(t) for t in r], layout)
+        wide = cols if _is_wide(r[0]) else _columns_of([at_least_fp32(t) for t in r], layout)
         shared["wsd"] = [(xr, F.softmax(xr, dim=-1).cumsum(-2)) for xr in wide]
     return shared
 
 
 def _is_wide(x: torch.Tensor) -> bool:
-    return _at_least_fp32(x).dtype == x.dtype
+    return at_least_fp32(x).dtype == x.dtype
 
 
 def _taps_scores(ref: list[torch.Tensor], dis: list[torch.Tensor], layout: str, names: list[str]) -> dict:
@@ -145,7 +149,7 @@ def _taps_scores(ref: list[torch.Tensor], dis: list[torch.Tensor], layout: str, 
     out = {}
     for name, parts in rows.items():
         terms = torch.cat(parts)
-        out[name] = terms.to(_sum_dtype(terms.dtype)).sum(2)
+        out[name] = terms.to(sum_dtype(terms.dtype)).sum(2)
     return out
 
 
@@ -186,8 +190,8 @@ def _slice_columns(shared: dict, dis: list[torch.Tensor], layout: str, names: li
         rows = {key: torch.cat([b[key] for b in blocks], -1) for key in blocks[0]}
         for name in BINNED:
             if name in out:
-                value = (_inf_to_zero(rows[name + "_p"]) + _inf_to_zero(rows[name + "_q"])) / 2
-                out[name].append(value + rows["sq"] * _adaptive_weight(value) if name == "skld" else value)
+                value = (inf_to_zero(rows[name + "_p"]) + inf_to_zero(rows[name + "_q"])) / 2
+                out[name].append(value + rows["sq"] * adaptive_weight(value) if name == "skld" else value)
         sq_rows[i] = rows.get("sq")
     if "wsd" in out:
         out["wsd"] = _wsd_columns(shared["wsd"], dis, cols if wide else None, sq_rows, layout)
@@ -202,11 +206,11 @@ def _wsd_columns(ref_side: list[tuple[torch.Tensor, torch.Tensor]], dis: list[to
     per_set: list[list[torch.Tensor]] = [[] for _ in ref_side]
     for j in range(dis[0].shape[0]):
         own = [c[j : j + 1] for c in cols] if cols is not None else _columns_of(
-            [_at_least_fp32(d[j : j + 1]) for d in dis], layout)
+            [at_least_fp32(d[j : j + 1]) for d in dis], layout)
         for i, ((wxr, v), wxd) in enumerate(zip(ref_side, own)):
             wsd = F.softmax(wxd, dim=-1).cumsum(-2).sub_(v).abs_()[..., :-1, :].sum(-2)
             wsq = sq_rows[i][j : j + 1] if cols is not None else ((wxd - wxr) ** 2).sum(-2)
-            per_set[i].append(wsd + wsq * _adaptive_weight(wsd))
+            per_set[i].append(wsd + wsq * adaptive_weight(wsd))
     return [torch.cat(v) for v in per_set]
 
 
@@ -248,5 +252,5 @@ def _kl_rows(target_log_target: torch.Tensor, target: torch.Tensor, log_input: t
 
 
 def _window_mean(x: torch.Tensor) -> torch.Tensor:
-    """``_guarded_mean`` per window of ``[g, w, ...]`` -> ``[g, w]``."""
-    return _guarded_mean(x.reshape(x.shape[0] * x.shape[1], -1)).view(x.shape[0], x.shape[1])
+    """``guarded_mean`` per window of ``[g, w, ...]`` -> ``[g, w]``."""
+    return guarded_mean(x.reshape(x.shape[0] * x.shape[1], -1)).view(x.shape[0], x.shape[1])

@@ -26,6 +26,9 @@ class DistanceHead:
                   reference and distorted images may have different sizes (Gram-based heads).
     layer_terms: ``(ref, dis) -> [M, L]`` whose sum over L equals ``fn`` (l2, cos): what train.py weights.
     channel_terms: ``(ref, dis) -> list of L tensors [M, C_l]`` whose sum over C_l equals the layer term.
+    fused: the kernel of ``zsiqa.distances.fused`` that gives exactly ``fn``'s scores while sharing intermediates
+      with the other heads of a pass (one of ``fused.KERNELS``); None runs ``fn`` itself.
+    differentiable: a deterministic, differentiable function of the features (usable as a loss; gradchecked).
     """
 
     name: str
@@ -35,6 +38,8 @@ class DistanceHead:
     layer_terms: Callable[[Feats, Feats], torch.Tensor] | None = None
     channel_terms: Callable[[Feats, Feats], list[torch.Tensor]] | None = None
     doc: str = ""
+    fused: str | None = None
+    differentiable: bool = True
 
 
 DISTANCES: Registry[DistanceHead] = Registry("distance", hint="see `zsiqa list`")
@@ -42,4 +47,4 @@ DISTANCES: Registry[DistanceHead] = Registry("distance", hint="see `zsiqa list`"
 
 def register_distance(head: DistanceHead) -> DistanceHead:
     """Register ``head`` under its name."""
-    return DISTANCES.register(head.name, head)
+    return DISTANCES.register(head)

@@ -1,7 +1,7 @@
 """Distance terms of every pair, computed once by the method module's ``predict`` and cached on disk.
 
 The backbone is frozen, so each pair's per-layer (and per-channel) terms never change. They are computed by the same
-engine as evaluation (``IQAModule(output="terms")`` under ``Trainer.predict``, sharded across processes, each
+engine as evaluation (``ScoringModule(output="terms")`` under ``Trainer.predict``, sharded across processes, each
 reference's features once) and stored under a key of everything that determines them (backbone weights, preset,
 windows, distance, dataset items, transform, and the source code that computes them); training then runs on that
 small table and never calls the backbone.
@@ -18,46 +18,26 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 import torch
 
 from .. import __version__
 from ..backbones import Backbone
 from ..data import PairItem
 from ..data.datamodule import FRDataModule
+from ..data.term_data import TermTable
 from ..errors import DataError
 from ..files import atomic_save
-from ..learned_weights import Terms
 from ..metric import FRMetric
-from .method import IQAModule
+from .build import build_trainer, predict_trainer_node
+from .scoring import ScoringModule
 from .writers import PairProgress, TermPartsWriter, merge_term_parts
 
 CACHE_FORMAT = 1
 # Modules whose code computes the terms (besides the backbone's own module): a change to any of them changes the
 # cache key, so no table computed by older code is read.
 TERMS_CODE = ("zsiqa.windows", "zsiqa.metric", "zsiqa.io", "zsiqa.transforms", "zsiqa.distances.basic")
-
-
-@dataclass
-class TermTable:
-    """Distance terms of pairs; row i is pair ``index[i]``: ``layer`` ``[N, L]``, ``channel`` L x ``[N, C_l]`` or None."""
-
-    index: torch.Tensor
-    layer: torch.Tensor
-    channel: list[torch.Tensor] | None = None
-
-    def rows(self, positions: torch.Tensor) -> TermTable:
-        channel = None if self.channel is None else [c[positions] for c in self.channel]
-        return TermTable(self.index[positions], self.layer[positions], channel)
-
-    def terms(self, channels: bool) -> Terms:
-        """What a head takes: channel terms for per-channel heads, layer terms otherwise."""
-        if channels and self.channel is None:
-            raise ValueError("this term table has no channel terms; compute it with channels=True")
-        return self.channel if channels else self.layer
 
 
 def items_digest(items: Sequence[PairItem]) -> str:
@@ -97,27 +77,18 @@ def term_cache_key(metric: FRMetric, fingerprint: str, channels: bool, data: FRD
         "fingerprint": fingerprint, "channels": channels,
         "data": {"name": data.name, "root": None if data.root is None else str(data.root),
                  "items": items_digest(data.items), "num_items": len(data.items)},
-        "transform": repr(data.pair_transform), "align": align,  # a PairTransform's repr is its name, amount, preset
+        "transform": repr(data.pair_transform), "align": str(align),  # a PairTransform's repr is its name, amount, preset
         "exif": data.exif,
     }
 
 
-def predict_trainer(accelerator: str = "cpu", devices: int = 1, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
-    """The Trainer that runs the backbone (evaluation and terms): DDP over ``devices`` processes, exact shards from
-    the data module (no distributed sampler), no logger or checkpoints."""
-    return L.Trainer(
-        accelerator=accelerator, devices=devices, strategy="ddp" if devices > 1 else "auto",
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        use_distributed_sampler=False, inference_mode=True, callbacks=list(callbacks),
-    )
-
-
 def compute_terms(metric: FRMetric, data: FRDataModule, channels: bool = False, align: str = "error",
-                  accelerator: str = "cpu", devices: int = 1, parts_dir: str | os.PathLike | None = None,
+                  trainer: dict | None = None, parts_dir: str | os.PathLike | None = None,
                   save: Callable[[TermTable], object] | None = None, progress: bool = True) -> TermTable | None:
     """Window-averaged terms of every pair of ``data``, in item order, on process 0 (None on the others).
 
-    ``Trainer.predict`` of ``IQAModule(output="terms")`` over ``devices`` processes; each writes its shard to
+    ``Trainer.predict`` of ``ScoringModule(output="terms")`` with ``trainer`` (a ``configs/trainer/predict.yaml``
+    node; default: one CPU process) over its ``devices`` processes; each writes its shard to
     ``parts_dir`` (a folder every process sees; a temporary one for a single process), process 0 merges them and
     calls ``save(table)`` (e.g. to cache it) before any process returns.
     align: "error" or "resize" (a distorted image of another size is resized to its reference), as ``align_pair``.
@@ -126,18 +97,19 @@ def compute_terms(metric: FRMetric, data: FRDataModule, channels: bool = False, 
     if not data.items:
         where = "" if data.root is None else f" at {data.root}"
         raise DataError(f"{data.name}: no pairs to compute terms for: the dataset{where} lists none")
+    trainer = predict_trainer_node() if trainer is None else trainer
     if parts_dir is None:
-        if devices > 1:
+        if trainer["devices"] > 1:
             raise ValueError("compute_terms on several processes needs a parts_dir that all of them see")
         with tempfile.TemporaryDirectory() as tmp:
-            return compute_terms(metric, data, channels, align, accelerator, devices, tmp, save, progress)
+            return compute_terms(metric, data, channels, align, trainer, tmp, save, progress)
     parts = Path(parts_dir)
     writer = TermPartsWriter(parts)
-    trainer = predict_trainer(accelerator, devices, [writer, *([PairProgress("terms")] if progress else [])])
+    trainer = build_trainer(trainer, [writer, *([PairProgress("terms")] if progress else [])])
     if trainer.is_global_zero:
         shutil.rmtree(parts, ignore_errors=True)  # parts of an interrupted run
     trainer.strategy.barrier()
-    module = IQAModule({metric.distance.name: metric}, output="terms", channels=channels, align=align)
+    module = ScoringModule({metric.distance.name: metric}, output="terms", channels=channels, align=align)
     trainer.predict(module, datamodule=data, return_predictions=False)
     trainer.strategy.barrier()
     table = None

@@ -16,9 +16,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from ..config import EvaluateConfig, saved_config
 from ..errors import MissingFileError
 from ..files import atomic_write_text
-from ..transforms import transform_label
 
 
 def find_summaries(folder: str | os.PathLike) -> list[dict]:
@@ -36,9 +36,9 @@ def find_summaries(folder: str | os.PathLike) -> list[dict]:
     return list(seen.values())
 
 
-def _column(cfg: dict) -> str:
-    label = transform_label(cfg["transform"])
-    return cfg["data"]["name"] + ("" if label == "none" else f" {label}")
+def _column(cfg: EvaluateConfig) -> str:
+    label = cfg.transform.label
+    return cfg.data.name + ("" if label == "none" else f" {label}")
 
 
 def grid_rows(summaries: list[dict]) -> tuple[list[str], dict[str, dict[str, tuple[float, float]]]]:
@@ -46,12 +46,12 @@ def grid_rows(summaries: list[dict]) -> tuple[list[str], dict[str, dict[str, tup
     cols: list[str] = []
     table: dict[str, dict[str, tuple[float, float]]] = {}
     for s in summaries:
-        cfg = s["config"]
+        cfg = saved_config("evaluate", s["config"])
         col = _column(cfg)
         if col not in cols:
             cols.append(col)
         for metric, m in s["metrics"].items():
-            row = metric if metric in cfg["baselines"] else f"{cfg['backbone']['name']} {metric}"
+            row = metric if metric in cfg.baselines else f"{cfg.backbone.name} {metric}"
             table.setdefault(row, {})[col] = (m["plcc"], m["srcc"])
     return cols, table
 
@@ -73,10 +73,10 @@ def grid_csv(summaries: list[dict]) -> str:
     writer.writerow(["backbone", "data", "transform", "preset", "metric", "plcc", "srcc", "krcc", "plcc_fit", "n_scored",
                      "run_dir"])
     for s in summaries:
-        cfg = s["config"]
+        cfg = saved_config("evaluate", s["config"])
         for metric, m in s["metrics"].items():
-            writer.writerow([cfg["backbone"]["name"], cfg["data"]["name"], transform_label(cfg["transform"]),
-                             cfg["preset"], metric, m["plcc"], m["srcc"], m.get("krcc"), m.get("plcc_fit"),
+            writer.writerow([cfg.backbone.name, cfg.data.name, cfg.transform.label,
+                             cfg.preset, metric, m["plcc"], m["srcc"], m.get("krcc"), m.get("plcc_fit"),
                              m["n_scored"], s.get("run_dir", "")])
     return out.getvalue()
 

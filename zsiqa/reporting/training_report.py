@@ -57,26 +57,3 @@ def cross_dataset_table(test: dict) -> str:
         rows.append([f"{name}{note}", t["n"], *(f"{v:.4f}" for v in (z["srcc"], z["plcc"], t["srcc"], t["plcc"]))])
     header = ["dataset", "n", "zero-shot SRCC", "zero-shot PLCC", "trained SRCC", "trained PLCC"]
     return markdown_table(header, rows)
-
-
-
-def log_wandb_final(logger, summary: dict, plot: Path) -> None:
-    """Layer weights as a bar chart, the cross-dataset table and summary values, then close the W&B run."""
-    import wandb
-
-    weights = summary["layer_weights"]
-    bars = wandb.Table(data=[[f"layer {i}", w] for i, w in enumerate(weights)], columns=["layer", "weight"])
-    logger.experiment.log({"layer_weights": wandb.plot.bar(bars, "layer", "weight", title="learned layer weights"),
-                           "layer_weights_plot": wandb.Image(str(plot))})
-    columns = ["dataset", "n", "in_domain", "srcc_zero_shot", "plcc_zero_shot", "srcc", "plcc"]
-    rows = [[name, r["trained"]["n"], r["in_domain"], r["zero_shot"]["srcc"], r["zero_shot"]["plcc"],
-             r["trained"]["srcc"], r["trained"]["plcc"]] for name, r in summary["test"].items()]
-    logger.log_table(key="cross_dataset", columns=columns, data=rows)
-    values = {"best/epoch": summary["best_epoch"], "best/val_srcc": summary["trained"]["srcc"],
-              "best/val_plcc": summary["trained"]["plcc"], "best/val_srcc_zero_shot": summary["zero_shot"]["srcc"]}
-    for name, r in summary["test"].items():
-        for k in ("srcc", "plcc"):
-            values[f"test/{name}/{k}"] = r["trained"][k]
-            values[f"test/{name}/{k}_zero_shot"] = r["zero_shot"][k]
-    logger.experiment.summary.update(values)
-    logger.experiment.finish()

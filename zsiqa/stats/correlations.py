@@ -86,6 +86,22 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(stats.spearmanr(x, y).statistic)
 
 
+def _logistic_fit(x: np.ndarray, y: np.ndarray) -> dict:
+    """``plcc_fit``, ``rmse_fit`` and ``fit_ok`` of the 4-parameter logistic of ``x`` fitted to ``y``."""
+    try:
+        params = fit_logistic(x, y)
+    except (RuntimeError, ValueError):  # no convergence, or too few items for 4 parameters: reported as fit_ok=False
+        params = None
+    if params is None or not np.all(np.isfinite(params)):
+        return {"plcc_fit": float("nan"), "rmse_fit": float("nan"), "fit_ok": False}
+    fitted = logistic4(x, *params)
+    if not np.ptp(fitted) > 0:  # a logistic collapsed to a constant has no defined Pearson correlation
+        return {"plcc_fit": float("nan"), "rmse_fit": float("nan"), "fit_ok": False}
+    direction = 1.0 if params[0] >= params[1] else -1.0
+    return {"plcc_fit": direction * float(stats.pearsonr(fitted, y).statistic),
+            "rmse_fit": float(np.sqrt(np.mean((fitted - y) ** 2))), "fit_ok": True}
+
+
 def correlations(
     pred: ArrayLike,
     label: ArrayLike,
@@ -119,24 +135,7 @@ def correlations(
         "plcc": float(stats.pearsonr(x, y).statistic),
         "n": int(x.size),
     }
-    try:
-        params = fit_logistic(x, y)
-    except (RuntimeError, ValueError):  # no convergence, or too few items for 4 parameters: reported as fit_ok=False
-        params = None
-    if params is not None and np.all(np.isfinite(params)):
-        fitted = logistic4(x, *params)
-        # A fitted logistic that has collapsed to a constant has no defined Pearson correlation.
-        fit_ok = bool(np.ptp(fitted) > 0)
-    else:
-        fit_ok = False
-    if fit_ok:
-        direction = 1.0 if params[0] >= params[1] else -1.0
-        out["plcc_fit"] = direction * float(stats.pearsonr(fitted, y).statistic)
-        out["rmse_fit"] = float(np.sqrt(np.mean((fitted - y) ** 2)))
-    else:
-        out["plcc_fit"] = out["rmse_fit"] = float("nan")
-    out["fit_ok"] = fit_ok
-
+    out.update(_logistic_fit(x, y))
     if types is not None:
         if len(types) != x.size:
             raise ValueError(f"types must have one entry per item: got {len(types)} for {x.size} items")

@@ -1,5 +1,5 @@
 """MOS objectives: losses for fitting learned weights to subjective scores (MOS / DMOS) within a batch of pairs
-(image-space perceptual losses such as DeepSSIM are in ``zsiqa.losses``).
+(image-space perceptual losses are in ``zsiqa.losses.perceptual``).
 
 Every loss takes ``quality`` (predicted, higher = better: the metric's sign already applied) and ``target`` (the
 label, higher = better: the dataset's direction already applied), both ``[B]``. Predictions are standardised within
@@ -9,6 +9,7 @@ magnitudes differ by orders (l2 on ViT tokens vs cos), and only the relative lay
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -71,12 +72,25 @@ def srcc_loss(quality: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (1 - _pearson(soft, _ranks(target).to(z.dtype))) / 2
 
 
-MOS_LOSSES: Registry[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = Registry("loss")
-MOS_LOSSES.register("fidelity", fidelity_loss)
-MOS_LOSSES.register("plcc", plcc_loss)
-MOS_LOSSES.register("srcc", srcc_loss)
+@dataclass(frozen=True)
+class MosLoss:
+    """A MOS objective: ``fn(quality, target) -> scalar`` (both ``[B]``, higher = better), lower = better fit."""
+
+    name: str
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    doc: str
+
+
+MOS_LOSSES: Registry[MosLoss] = Registry("loss")
+for _loss in (
+    MosLoss("fidelity", fidelity_loss, "pairwise fidelity (Thurstone) over all pairs of a batch"),
+    MosLoss("plcc", plcc_loss, "(1 - PLCC) / 2"),
+    MosLoss("srcc", srcc_loss, "(1 - SRCC) / 2 with soft ranks"),
+):
+    MOS_LOSSES.register(_loss)
 
 
 def get_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    return MOS_LOSSES.get(name)
+    """The function of MOS objective ``name``."""
+    return MOS_LOSSES.get(name).fn
 

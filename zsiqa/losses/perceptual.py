@@ -4,10 +4,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbones import create_backbone
-from .distances.deepssim import gram_ssim, image_features
-from .errors import InputError
-from .metric import Features, FRMetric, align_pair
+from ..backbones import create_backbone
+from ..distances import get_distance, list_distances
+from ..distances.deepssim import gram_ssim, image_features
+from ..errors import InputError
+from ..metric import Features, FRMetric, align_pair
 
 
 class DeepSSIMLoss(nn.Module):
@@ -36,10 +37,6 @@ class DeepSSIMLoss(nn.Module):
         return torch.stack(layers, 1).mean()
 
 
-# Heads checked to be deterministic, differentiable functions of the features (gradcheck in tests/test_losses.py).
-# swd is left out: the paper draws fresh random directions from the global RNG on every call (use swd_fixed).
-DIFFERENTIABLE_DISTANCES = ("l2", "cos", "cos_channel", "skld", "jsd", "wsd", "swd_fixed", "deepssim", "embed_cos")
-
 
 class PerceptualLoss(nn.Module):
     """A zero-shot metric as a differentiable loss: ``loss(dis, ref)``, gradients flowing into ``dis`` (and ``ref`` if it
@@ -57,14 +54,13 @@ class PerceptualLoss(nn.Module):
 
     def __init__(self, metric: FRMetric, reduction: str = "mean", dtype: torch.dtype | None = None) -> None:
         super().__init__()
-        if metric.distance.name not in DIFFERENTIABLE_DISTANCES:
-            raise InputError(
-                f"distance {metric.distance.name!r} cannot be used as a loss; differentiable heads: "
-                f"{', '.join(DIFFERENTIABLE_DISTANCES)}"
-            )
+        if not metric.distance.differentiable:  # swd: fresh random directions from the global RNG on every call
+            usable = [name for name in list_distances() if get_distance(name).differentiable]
+            raise InputError(f"distance {metric.distance.name!r} cannot be used as a loss; differentiable heads: "
+                             f"{', '.join(usable)}")
         if type(metric).score_from is not FRMetric.score_from:
-            raise InputError(f"{type(metric).__name__} scores with learned head weights; only zero-shot metrics "
-                             "(create_metric without head=) can be used as a loss")
+            raise InputError(f"{type(metric).__name__} scores with learned weights; only zero-shot metrics "
+                             "(create_metric without trained=) can be used as a loss")
         if reduction not in ("mean", "none"):
             raise InputError(f"reduction must be 'mean' or 'none', got {reduction!r}")
         self.metric = metric

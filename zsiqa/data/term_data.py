@@ -1,11 +1,33 @@
-"""Cached terms as a LightningDataModule for fitting learned weights: rows of (position, label, terms...)."""
+"""Distance terms of pairs (``TermTable``, what the term cache stores) and, for fitting learned weights, a
+LightningDataModule of their rows: (position, label, terms...)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from .term_cache import TermTable
+from ..learned_weights import Terms
+
+
+@dataclass
+class TermTable:
+    """Distance terms of pairs; row i is pair ``index[i]``: ``layer`` ``[N, L]``, ``channel`` L x ``[N, C_l]`` or None."""
+
+    index: torch.Tensor
+    layer: torch.Tensor
+    channel: list[torch.Tensor] | None = None
+
+    def rows(self, positions: torch.Tensor) -> TermTable:
+        channel = None if self.channel is None else [c[positions] for c in self.channel]
+        return TermTable(self.index[positions], self.layer[positions], channel)
+
+    def terms(self, channels: bool) -> Terms:
+        """What a head takes: channel terms for per-channel heads, layer terms otherwise."""
+        if channels and self.channel is None:
+            raise ValueError("this term table has no channel terms; compute it with channels=True")
+        return self.channel if channels else self.layer
 
 
 class EpochShuffle(Sampler[int]):

@@ -1,0 +1,123 @@
+"""One evaluation run of a config (one cell of a sweep): its run folder, metrics, data, Trainer and summary.
+
+``evaluate(cfg)`` builds the metrics (one shared backbone), the data module and the scoring module, scores every
+pair with ``Trainer.predict`` (rows appended per batch by ``ScoreRowsWriter``; a rerun resumes), then process 0
+merges the parts and writes the summary, table and plot.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from pathlib import Path
+
+import lightning as L
+import yaml
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from ..baselines import get_baseline
+from ..config import EvaluateConfig, plain
+from ..files import atomic_write_text
+from ..reporting.results import ERROR_COLUMN, ITEM_COLUMNS, merge_parts, read_rows
+from ..reporting.summary import scatter_plot, summarize, summary_table, write_summary
+from ..reporting.wandb_log import describe_run, log_evaluation
+from .build import align_policy, build_datamodule, build_logger, build_metrics, build_trainer, image_windows
+from .run_folder import refuse_to_resume
+from .scoring import ScoringModule
+from .writers import PairProgress, ScoreRowsWriter
+
+# What determines the scores: a run folder holding results of other values cannot be resumed.
+SCORE_KEYS = ("backbone", "distance", "baselines", "preset", "trained", "data", "transform", "align")
+SCORE_RUN_KEYS = ("precision", "seed", "max_windows_per_batch")  # run.* keys that change scores (seed: paper swd)
+
+
+def score_settings(values: dict) -> dict:
+    """Everything that changes the scores, from a config's plain values (``plain(cfg)``, or a saved config.yaml)."""
+    return {**{k: values.get(k) for k in SCORE_KEYS}, **{f"run.{k}": values["run"].get(k) for k in SCORE_RUN_KEYS}}
+
+
+def run_dir_for(cfg: EvaluateConfig) -> Path:
+    """``<out>/<data>/<transform>/<backbone>_<preset>[_trained-<run>]_<hash>``: the hash covers every score setting
+    (distances, baselines, align, data options, precision ...), so configurations that score differently never share
+    a folder, and the same command finds its folder again (resume)."""
+    if cfg.run.name:
+        return Path(cfg.run.out) / cfg.run.name
+    backbone = re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg.backbone.name)
+    trained = f"_trained-{_trained_label(Path(cfg.trained))}" if cfg.trained else ""
+    digest = hashlib.sha256(json.dumps(score_settings(plain(cfg)), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return (Path(cfg.run.out) / cfg.data.name / cfg.transform.label
+            / f"{backbone}_{cfg.preset}{trained}_{digest}")
+
+
+def _trained_label(path: Path) -> str:
+    """A weights file's run folder name for the generic file names train.py writes (trained.pt, best.ckpt, last.ckpt)."""
+    return path.resolve().parent.name if path.stem in ("trained", "best", "last") else path.stem
+
+
+def _prepare(run_dir: Path, cfg: EvaluateConfig) -> set[int]:
+    """The pairs already scored in ``run_dir`` (resume), after checking that they were scored by this config; with
+    ``run.resume=false`` process 0 removes them first."""
+    saved_path = run_dir / "config.yaml"
+    if cfg.run.resume and saved_path.exists():
+        saved, now = score_settings(yaml.safe_load(saved_path.read_text())), score_settings(plain(cfg))
+        refuse_to_resume(run_dir, "results", [k for k in now if saved[k] != now[k]])
+    elif not cfg.run.resume and run_dir.exists() and rank_zero_only.rank == 0:
+        for p in [run_dir / "scores.csv", saved_path, *run_dir.glob("parts/rank*.csv")]:
+            p.unlink(missing_ok=True)
+    return set(read_rows(run_dir)) if run_dir.exists() else set()
+
+
+def evaluate(cfg: EvaluateConfig) -> dict | None:
+    """Evaluate one cell; returns the summary on process 0 (None on other processes)."""
+    L.seed_everything(cfg.run.seed, verbose=False)  # the paper's swd draws from the global RNG, seeded 0
+    run_dir = run_dir_for(cfg)
+    done = _prepare(run_dir, cfg)
+    label = cfg.transform.label
+    trainer = build_trainer(cfg.trainer, [ScoreRowsWriter(run_dir, label), PairProgress()])
+    metrics = build_metrics(cfg, trainer.strategy.root_device)  # on the final device: the precision depends on it
+    module = ScoringModule(metrics, [get_baseline(b) for b in cfg.baselines], ref_cache=cfg.run.ref_cache,
+                           align=align_policy(cfg), on_bad_image=cfg.data.on_bad_image)
+    datamodule = build_datamodule(cfg.data, cfg, skip=done, windows_of=image_windows(next(iter(metrics.values()), None)))
+    datamodule.setup("predict")
+    todo = sum(len(b) for b in datamodule.batches)
+    if trainer.is_global_zero:
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(plain(cfg), sort_keys=False))
+        print(f"{cfg.backbone.name} | {cfg.data.name} ({len(datamodule.items)} pairs, {len(done)} already scored) | "
+              f"transform {label} | -> {run_dir}")
+    start = time.perf_counter()
+    if todo:
+        trainer.predict(module, datamodule=datamodule, return_predictions=False)
+    elapsed = time.perf_counter() - start
+    trainer.strategy.barrier()
+    if not trainer.is_global_zero:
+        return None
+    return finalize(run_dir, cfg, module, datamodule.spec, extra={
+        "pairs_scored_now": todo, "seconds": round(elapsed, 3),
+        "pairs_per_second": round(todo / elapsed, 3) if todo and elapsed > 0 else None,
+        "reference_feature_computations_rank0": module.ref_feature_computations,
+        "world_size": trainer.world_size, "run_dir": str(run_dir),
+    })
+
+
+def finalize(run_dir: Path, cfg: EvaluateConfig, module: ScoringModule, spec, extra: dict) -> dict:
+    """Merge the parts by index, compute correlations, write summary.json, table.md, scatter.png (and log them)."""
+    merge_parts(run_dir, ITEM_COLUMNS + module.score_columns + [ERROR_COLUMN])
+    rows = sorted(read_rows(run_dir).values(), key=lambda r: int(r["index"]))
+    directions = {name: m.lower_better for name, m in module.metrics.items()}
+    directions.update({b.name: b.lower_better for b in module.baselines})
+    summary = summarize(rows, directions, spec.lower_better)
+    label = cfg.transform.label
+    title = f"{cfg.backbone.name} on {cfg.data.name} ({label}, preset {cfg.preset})"
+    extra = {**extra, "n_items": len(rows), "label": spec.label_name, "label_lower_better": spec.lower_better}
+    write_summary(run_dir, summary, plain(cfg), extra)
+    atomic_write_text(run_dir / "table.md", summary_table(summary, title))
+    plot = scatter_plot(rows, summary, spec.label_name, run_dir / "scatter.png")
+    logger = build_logger(cfg.logger, run_dir)
+    if logger is not None:
+        tags = [cfg.backbone.name, cfg.data.name, cfg.transform.name, str(cfg.preset),
+                "trained" if cfg.trained else "zero-shot"]
+        describe_run(logger, f"{cfg.backbone.name}/{cfg.data.name}/{cfg.transform.name}", tags, plain(cfg))
+        log_evaluation(logger, rows, summary, plot, extra)
+    print(summary_table(summary, title))
+    return {"config": plain(cfg), "metrics": summary, **extra}
