@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import sys
 
-import hydra
-from omegaconf import DictConfig
-
-from zsiqa.config import CONFIG_DIR
-from zsiqa.entry_point import run_app, run_task
+from zsiqa.entry_point import entry_main
 
 NEXT_STEPS = """
 Next: the paper's configurations on the real datasets (weights are downloaded once; `zsiqa download dino_vitb16`
@@ -22,19 +18,9 @@ pre-fetches them for offline GPU nodes):
 """
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="evaluate", version_base="1.3")
-def _hydra_main(cfg: DictConfig) -> None:
-    from zsiqa.engine.evaluation import evaluate
-
-    run_task(evaluate, "evaluate", cfg)
-
-
 def main(argv: list[str]) -> int:
     """Run the command line ``argv``; returns the exit code (2: config error)."""
-    code = run_app("evaluate", argv, _hydra_main)
-    if code == 0 and not argv:
-        print(NEXT_STEPS)
-    return code
+    return entry_main("evaluate", argv, NEXT_STEPS)
 
 
 if __name__ == "__main__":

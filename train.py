@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import sys
 
-import hydra
-from omegaconf import DictConfig
-
-from zsiqa.config import CONFIG_DIR
-from zsiqa.entry_point import run_app, run_task
+from zsiqa.entry_point import entry_main
 
 NEXT_STEPS = """
 Next: train on real data and test across datasets (terms are computed once per backbone and dataset):
@@ -21,19 +17,9 @@ Next: train on real data and test across datasets (terms are computed once per b
 """
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
-def _hydra_main(cfg: DictConfig) -> None:
-    from zsiqa.engine.training import train
-
-    run_task(train, "train", cfg)
-
-
 def main(argv: list[str]) -> int:
     """Run the command line ``argv``; returns the exit code (2: config error)."""
-    code = run_app("train", argv, _hydra_main)
-    if code == 0 and not argv:
-        print(NEXT_STEPS)
-    return code
+    return entry_main("train", argv, NEXT_STEPS)
 
 
 if __name__ == "__main__":

@@ -56,3 +56,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """The bad-input corpus of image files (``corpus.build_corpus``)."""
+    from corpus import build_corpus
+
+    return build_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture
+def metric(tiny_backbone):
+    """An l2 metric on the tiny backbone, paper preset."""
+    from zsiqa.distances import get_distance
+    from zsiqa.metric import FRMetric
+
+    return FRMetric(tiny_backbone, get_distance("l2"), preset="paper")

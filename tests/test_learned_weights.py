@@ -1,4 +1,4 @@
-"""Learned heads: step-0 equivalence with the zero-shot metric, positivity, head files, and loading them back."""
+"""Learned weights: step-0 equivalence with the zero-shot metric, positivity, trained files, and loading them back."""
 from __future__ import annotations
 
 import pytest
@@ -63,7 +63,7 @@ def untrained(metric: FRMetric, channels: bool) -> TermWeights:
 @pytest.mark.parametrize("channels", [False, True])
 @pytest.mark.parametrize("distance", ["l2", "cos", "cos_channel"])
 @pytest.mark.parametrize("net", ["tokens", "maps"])
-def test_untrained_head_reproduces_the_zero_shot_scores(tiny_backbone, net, distance, channels):
+def test_untrained_weights_reproduces_the_zero_shot_scores(tiny_backbone, net, distance, channels):
     backbone = tiny_backbone if net == "tokens" else TinyCNN().freeze()
     zero_shot = FRMetric(backbone, get_distance(distance)).eval()
     trained = TrainedMetric(backbone, get_distance(distance), untrained(zero_shot, channels)).eval()
@@ -87,7 +87,7 @@ class ReluCNN(TinyCNN):
 
 
 @pytest.mark.parametrize("channels", [False, True])
-def test_untrained_head_reproduces_the_zero_shot_scores_over_black_regions(channels):
+def test_untrained_weights_reproduces_the_zero_shot_scores_over_black_regions(channels):
     backbone = ReluCNN().freeze()
     ref, dis = images(4, 2)
     ref[..., :, :36] = 0  # black in both images: zero feature vectors where 1 - cos = 1 (eps) in the zero-shot score
@@ -100,53 +100,53 @@ def test_untrained_head_reproduces_the_zero_shot_scores_over_black_regions(chann
 
 
 def test_weights_start_at_exactly_one_and_stay_positive():
-    head = TermWeights(3, [4, 5, 6])
-    assert torch.equal(head.layer_weights(), torch.ones(3))
-    assert all(torch.equal(v, torch.ones(len(v))) for v in head.channel_weights())
+    learned = TermWeights(3, [4, 5, 6])
+    assert torch.equal(learned.layer_weights(), torch.ones(3))
+    assert all(torch.equal(v, torch.ones(len(v))) for v in learned.channel_weights())
     terms = [torch.rand(2, c) for c in (4, 5, 6)]
-    assert torch.equal(head(terms), torch.stack([t.sum(1) for t in terms], 1).sum(1))
+    assert torch.equal(learned(terms), torch.stack([t.sum(1) for t in terms], 1).sum(1))
     with torch.no_grad():
-        head.log_layer.copy_(torch.tensor([-30.0, 0.5, -2.0]))
-    assert (head.layer_weights() > 0).all()
+        learned.log_layer.copy_(torch.tensor([-30.0, 0.5, -2.0]))
+    assert (learned.layer_weights() > 0).all()
     expected = (torch.stack([t.sum(1) for t in terms], 1) * torch.tensor([-30.0, 0.5, -2.0]).exp()).sum(1)
-    torch.testing.assert_close(head(terms), expected)
+    torch.testing.assert_close(learned(terms), expected)
 
 
 def test_wrong_terms_are_clear_errors():
-    with pytest.raises(ValueError, match=r"per-layer head takes \[N, 3\]"):
+    with pytest.raises(ValueError, match=r"per-layer weights take \[N, 3\]"):
         TermWeights(3)(torch.rand(2, 4))
-    with pytest.raises(ValueError, match="per-channel head takes"):
+    with pytest.raises(ValueError, match="per-channel weights take"):
         TermWeights(2, [4, 5])([torch.rand(2, 4), torch.rand(2, 6)])
     with pytest.raises(ValueError, match="channel counts"):
         TermWeights(2, [4])
 
 
-def _trained_head_file(tmp_path, backbone: Backbone, distance: str = "l2", preset: str = "paper", channels: bool = False):
+def _trained_file(tmp_path, backbone: Backbone, distance: str = "l2", preset: str = "paper", channels: bool = False):
     metric = FRMetric(backbone, get_distance(distance), preset=preset).eval()
-    head = untrained(metric, channels)
+    learned = untrained(metric, channels)
     with torch.no_grad():
-        head.log_layer.copy_(torch.linspace(-1, 1, head.num_layers))
-    config = trained_config(metric, head, pretrained=False, weights_file=None, fingerprint=backbone_fingerprint(backbone))
-    return save_trained(tmp_path / "trained.pt", trained_record(config, head)), metric, head
+        learned.log_layer.copy_(torch.linspace(-1, 1, learned.num_layers))
+    config = trained_config(metric, learned, pretrained=False, weights_file=None, fingerprint=backbone_fingerprint(backbone))
+    return save_trained(tmp_path / "trained.pt", trained_record(config, learned)), metric, learned
 
 
-def test_head_file_is_small_and_round_trips(tmp_path):
-    path, metric, head = _trained_head_file(tmp_path, TinyCNN(), channels=True)
+def test_trained_file_is_small_and_round_trips(tmp_path):
+    path, metric, learned = _trained_file(tmp_path, TinyCNN(), channels=True)
     assert path.stat().st_size < 8_000
     weights, config = read_trained(path)
-    assert torch.equal(weights.layer_weights(), head.layer_weights())
+    assert torch.equal(weights.layer_weights(), learned.layer_weights())
     assert config["backbone"] == "test_heads_tiny_cnn" and config["channels"] == [6, 10] and config["distance"] == "l2"
-    with pytest.raises(FileNotFoundError, match="head checkpoint not found"):
+    with pytest.raises(FileNotFoundError, match="trained weights not found"):
         read_trained(tmp_path / "missing.pt")
     torch.save({"something": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="neither a head file"):
+    with pytest.raises(ValueError, match="neither a trained-weights file"):
         read_trained(tmp_path / "other.pt")
 
 
-def test_load_head_metric_scores_the_weighted_terms(tmp_path):
+def test_load_trained_metric_scores_the_weighted_terms(tmp_path):
     backbone = TinyCNN()
-    path, metric, head = _trained_head_file(tmp_path, backbone)
-    metrics = load_trained_metric(path, backbone, "cpu")
+    path, metric, learned = _trained_file(tmp_path, backbone)
+    metrics = load_trained_metric(path, backbone)
     assert list(metrics) == ["l2_trained"]
     m = metrics["l2_trained"]
     assert m.lower_better and m.distance.kind == "window" and m.backbone is backbone
@@ -157,24 +157,24 @@ def test_load_head_metric_scores_the_weighted_terms(tmp_path):
     assert not torch.allclose(m(ref, dis), metric(ref, dis))  # the learned weights change the score
 
 
-def test_a_head_refuses_another_backbone(tmp_path):
-    path, _, _ = _trained_head_file(tmp_path, TinyCNN())
+def test_trained_weights_refuse_another_backbone(tmp_path):
+    path, _, _ = _trained_file(tmp_path, TinyCNN())
     with pytest.raises(ValueError, match="other weights"):
-        load_trained_metric(path, TinyCNN(seed=1), "cpu")
+        load_trained_metric(path, TinyCNN(seed=1))
     with pytest.raises(ValueError, match="trained on backbone 'test_heads_tiny_cnn'"):
-        load_trained_metric(path, TinyCNN(name="another"), "cpu")
+        load_trained_metric(path, TinyCNN(name="another"))
 
 
-def test_create_metric_with_head(tmp_path):
-    path, metric, _ = _trained_head_file(tmp_path, TinyCNN(), distance="cos_channel", preset="fixed")
+def test_create_metric_with_trained_weights(tmp_path):
+    path, metric, _ = _trained_file(tmp_path, TinyCNN(), distance="cos_channel", preset="fixed")
     built = create_metric(trained=path, device="cpu")
     assert isinstance(built, TrainedMetric) and built.preset == "fixed" and built.distance.name == "cos_channel"
     ref, dis = images(3)
-    expected = load_trained_metric(path, TinyCNN(), "cpu")["cos_channel_trained"](ref, dis)
+    expected = load_trained_metric(path, TinyCNN())["cos_channel_trained"](ref, dis)
     torch.testing.assert_close(built(ref, dis), expected)
     # explicit arguments that agree are fine ("cos" under the fixed preset is cos_channel) ...
     create_metric("test_heads_tiny_cnn", "cos", preset="fixed", trained=path, device="cpu")
-    # ... and any that contradict the head are clear errors
+    # ... and any that contradict the learned are clear errors
     for kwargs, match in [({"backbone": "dino_vitb16"}, "backbone='dino_vitb16' contradicts"),
                           ({"distance": "l2"}, "distance='l2' contradicts"),
                           ({"preset": "paper"}, "preset='paper' contradicts"),

@@ -220,7 +220,7 @@ def test_sizes_flags_and_identity(name, preset):
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="unknown transform 'shear'"):
         make_transform("shear", 1)
-    with pytest.raises(ValueError, match="unknown preset 'official'"):
+    with pytest.raises(ValueError, match="preset=official: choose one of paper, fixed"):
         make_transform("tra", 1, "official")
     with pytest.raises(ValueError, match=r"'tra': amount -1.0 is outside \[0, 100\)"):
         make_transform("tra", -1)

@@ -97,14 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("dis", help="distorted image file")
     score.add_argument("--backbone", default=None, help="backbone name (see `zsiqa list`; default dino_vitb16)")
     score.add_argument("--distance", default=None, help="distance head (see `zsiqa list`; default l2)")
-    score.add_argument("--preset", default=None, choices=list(Preset), type=Preset, help="default paper")
+    score.add_argument("--preset", default=None, choices=[p.value for p in Preset], help="default paper")
     score.add_argument("--trained", default=None,
                        help="learned weights from train.py (<run>/trained.pt; it decides backbone/distance/preset)")
     score.add_argument("--weights", default=None, help="local checkpoint file instead of the hub weights")
     score.add_argument("--random-init", action="store_true", help="random weights (smoke tests only)")
-    score.add_argument("--align", default=Align.error, choices=[Align.error, Align.resize], type=Align,
+    score.add_argument("--align", default=Align.error.value, choices=[Align.error.value, Align.resize.value],
                        help="different sizes: error, or resize the distorted image to the reference (window heads)")
-    score.add_argument("--exif", default=Exif.auto, choices=list(Exif), type=Exif,
+    score.add_argument("--exif", default=Exif.auto.value, choices=[e.value for e in Exif],
                        help="EXIF orientation of the files: apply it, or ignore it as the official code did "
                             "(auto: ignore under preset paper, apply under fixed)")
     score.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")

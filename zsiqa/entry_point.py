@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import hydra
 from omegaconf import DictConfig
 
-from .config import check_command_line, load, register_configs
+from .config import CONFIG_DIR, check_command_line, load, register_configs
 from .errors import run_entry_point
 
 
@@ -54,6 +55,20 @@ def keep_freed_memory() -> bool:
                 and libc.mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD))
 
 
+def entry_main(entry: str, argv: list[str], next_steps: str = "") -> int:
+    """``python <entry>.py ARGV`` (entry: "evaluate" or "train"): the Hydra app of ``configs/<entry>.yaml`` running
+    ``zsiqa.engine``'s task; returns the exit code. ``next_steps`` is printed after a run without arguments."""
+
+    @hydra.main(config_path=str(CONFIG_DIR), config_name=entry, version_base="1.3")
+    def hydra_main(cfg: DictConfig) -> None:
+        run_task(entry, cfg)
+
+    code = run_app(entry, argv, hydra_main)
+    if code == 0 and not argv:
+        print(next_steps)
+    return code
+
+
 def run_app(entry: str, argv: list[str], hydra_main: Callable[[], None]) -> int:
     """evaluate.py / train.py: check the command line (every cell of a sweep), then let Hydra run it. Returns the
     exit code: 2 for a config error, 1 for another expected error (one line each), 0 otherwise."""
@@ -71,21 +86,25 @@ def run_app(entry: str, argv: list[str], hydra_main: Callable[[], None]) -> int:
     return 0
 
 
-def run_task(task: Callable, entry: str, cfg: DictConfig) -> None:
-    """Run one job of a Hydra app: ``task`` (``zsiqa.engine.evaluation.evaluate`` or ``training.train``) on the
-    loaded config of ``entry``. An expected error prints one line and exits with its code. In a sweep, the job's
-    folder gets a link ``run`` to its run folder (what ``zsiqa gather`` follows)."""
+def run_task(entry: str, cfg: DictConfig) -> None:
+    """Run one job of a Hydra app: ``zsiqa.engine.evaluation.evaluate`` or ``training.train`` on the loaded config
+    of ``entry``. An expected error prints one line and exits with its code. In a sweep, the job's folder gets a
+    link ``run`` to its run folder (what ``zsiqa gather`` follows)."""
     quiet_libraries()  # again: a sweep job may run in a fresh process
     keep_freed_memory()
-    code = run_entry_point(lambda: _run(task, entry, cfg), f"{entry}.py")
+    code = run_entry_point(lambda: _run(entry, cfg), f"{entry}.py")
     if code:
         sys.exit(code)
 
 
-def _run(task: Callable, entry: str, cfg: DictConfig) -> None:
+def _run(entry: str, cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    if entry == "evaluate":
+        from .engine.evaluation import evaluate as task
+    else:
+        from .engine.training import train as task
     summary = task(load(entry, cfg))
     hydra_cfg = HydraConfig.get()
     if summary is not None and hydra_cfg.mode == RunMode.MULTIRUN:

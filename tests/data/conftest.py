@@ -196,7 +196,34 @@ def build_csiq(root: Path, label: str = "txt", images: str = "nested", refs=CSIQ
     return root
 
 
+def assert_official_set(items, name: str) -> None:
+    """What the one reader guarantees for a whole official set: its spec's counts, pairs in label order, the label
+    direction the dataset declares."""
+    from zsiqa.data import DATASETS
+
+    spec = DATASETS.get(name)
+    assert len(items) == spec.num_items and len({i.ref_id for i in items}) == spec.num_refs
+    assert [i.index for i in items] == list(range(spec.num_items))
+    assert all(i.label_lower_better == spec.lower_better for i in items)
+
+
 @pytest.fixture(scope="session")
 def layouts():
-    """The builders and label formulas of this module, for tests to build datasets and check against."""
+    """The builders, label formulas and checks of this module, for tests to build datasets and check against."""
     return SimpleNamespace(**{k: v for k, v in globals().items() if not k.startswith("_")})
+
+
+@pytest.fixture(scope="session")
+def official_root(tmp_path_factory):
+    """A full official set in its layout, built once per session: ``official_root("tid2013")``."""
+    builders = {"live": (build_live, "databaserelease2"), "tid2013": (build_tid2013, "tid2013"),
+                "pipal": (build_pipal, "PIPAL"), "kadid10k": (build_kadid, "kadid10k")}
+    built: dict[str, Path] = {}
+
+    def root(name: str) -> Path:
+        if name not in built:
+            build, folder = builders[name]
+            built[name] = build(tmp_path_factory.mktemp(folder))
+        return built[name]
+
+    return root

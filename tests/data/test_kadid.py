@@ -3,23 +3,16 @@ import pytest
 from zsiqa.data import read_dataset
 
 
-@pytest.fixture(scope="module")
-def kadid_root(layouts, tmp_path_factory):
-    return layouts.build_kadid(tmp_path_factory.mktemp("kadid10k"))
-
-
-def test_full_set(kadid_root, layouts):
-    items = read_dataset("kadid10k", kadid_root)
-    assert len(items) == 10125 and len({i.ref_id for i in items}) == 81
-    assert [i.index for i in items] == list(range(10125))
+def test_full_set(official_root, layouts):
+    items = read_dataset("kadid10k", official_root("kadid10k"))
+    layouts.assert_official_set(items, "kadid10k")
     assert {i.dist_type for i in items} == {f"{t:02d}" for t in range(1, 26)}
     assert {i.level for i in items} == {"1", "2", "3", "4", "5"}
-    assert not any(i.label_lower_better for i in items)
     item = items[(7 - 1) * 125 + (12 - 1) * 5 + (3 - 1)]
     assert (item.ref_id, item.dist_type, item.level) == ("I07", "12", "3")
     assert (item.dis.name, item.ref.name) == ("I07_12_03.png", "I07.png")
     assert item.label == pytest.approx(layouts.kadid_mos(7, 12, 3))
-    assert read_dataset("kadid10k", kadid_root) == items
+    assert read_dataset("kadid10k", official_root("kadid10k")) == items
 
 
 def test_subset_and_errors(layouts, tmp_path):

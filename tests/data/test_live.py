@@ -7,50 +7,43 @@ import scipy.io
 from zsiqa.data import read_dataset
 
 
-@pytest.fixture(scope="module")
-def live_root(layouts, tmp_path_factory):
-    return layouts.build_live(tmp_path_factory.mktemp("databaserelease2"))
-
-
-def test_full_set_counts_order_and_refs(live_root):
-    items = read_dataset("live", live_root)
-    assert len(items) == 779
-    assert len({i.ref_id for i in items}) == 29
-    assert [i.index for i in items] == list(range(779))
+def test_full_set_counts_order_and_refs(official_root, layouts):
+    items = read_dataset("live", official_root("live"))
+    layouts.assert_official_set(items, "live")
     per_folder = Counter(i.dist_type for i in items)
     assert list(per_folder) == ["jp2k", "jpeg", "wn", "gblur", "fastfading"]  # the official folder order
     assert sum(per_folder.values()) == 779 and per_folder["jp2k"] == 227 - 58
-    assert all(i.label_lower_better and i.level == "" for i in items)
-    assert all(i.ref == live_root / "refimgs" / f"{i.ref_id}.bmp" for i in items)
+    assert all(i.level == "" for i in items)
+    assert all(i.ref == official_root("live") / "refimgs" / f"{i.ref_id}.bmp" for i in items)
 
 
-def test_entries_map_to_folder_images_and_labels(live_root):
-    mat = scipy.io.loadmat(live_root / "dmos_realigned.mat")
+def test_entries_map_to_folder_images_and_labels(official_root):
+    mat = scipy.io.loadmat(official_root("live") / "dmos_realigned.mat")
     orgs, dmos_new = mat["orgs"].ravel(), mat["dmos_new"].ravel()
-    names = [str(c[0]) for c in scipy.io.loadmat(live_root / "refnames_all.mat")["refnames_all"].ravel()]
+    names = [str(c[0]) for c in scipy.io.loadmat(official_root("live") / "refnames_all.mat")["refnames_all"].ravel()]
     kept = np.flatnonzero(orgs == 0)
-    items = read_dataset("live", live_root)
+    items = read_dataset("live", official_root("live"))
     # entry 227 + 233 + k - 1 (0-based) is wn/img{k}.bmp
     for item, entry in zip(items, kept):
         if entry >= 460 and entry < 634:
             k = entry - 460 + 1
-            assert item.dis == live_root / "wn" / f"img{k}.bmp"
+            assert item.dis == official_root("live") / "wn" / f"img{k}.bmp"
             assert item.dist_type == "wn"
         assert item.label == pytest.approx(dmos_new[entry])
         assert item.ref.name == names[entry]
-    assert items[-1].dis == live_root / "fastfading" / f"img{kept[-1] - 808 + 1}.bmp"
+    assert items[-1].dis == official_root("live") / "fastfading" / f"img{kept[-1] - 808 + 1}.bmp"
 
 
-def test_original_dmos_is_an_option(live_root):
-    dmos = scipy.io.loadmat(live_root / "dmos.mat")["dmos"].ravel()
-    orgs = scipy.io.loadmat(live_root / "dmos.mat")["orgs"].ravel()
-    items = read_dataset("live", live_root, label="dmos")
+def test_original_dmos_is_an_option(official_root):
+    dmos = scipy.io.loadmat(official_root("live") / "dmos.mat")["dmos"].ravel()
+    orgs = scipy.io.loadmat(official_root("live") / "dmos.mat")["orgs"].ravel()
+    items = read_dataset("live", official_root("live"), label="dmos")
     assert [i.label for i in items] == pytest.approx(dmos[orgs == 0].tolist())
-    realigned = read_dataset("live", live_root)
+    realigned = read_dataset("live", official_root("live"))
     assert [i.label for i in items] != [i.label for i in realigned]
-    assert read_dataset("live", live_root, label="dmos") == items
+    assert read_dataset("live", official_root("live"), label="dmos") == items
     with pytest.raises(ValueError, match="unknown label 'mos'"):
-        read_dataset("live", live_root, label="mos")
+        read_dataset("live", official_root("live"), label="mos")
 
 
 def test_subset_needs_strict_false(layouts, tmp_path):

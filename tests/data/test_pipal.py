@@ -5,15 +5,9 @@ import pytest
 from zsiqa.data import read_dataset
 
 
-@pytest.fixture(scope="module")
-def pipal_root(layouts, tmp_path_factory):
-    return layouts.build_pipal(tmp_path_factory.mktemp("PIPAL"))
-
-
-def test_full_train_set(pipal_root, layouts):
-    items = read_dataset("pipal", pipal_root)
-    assert len(items) == 23200 and len({i.ref_id for i in items}) == 200
-    assert [i.index for i in items] == list(range(23200))
+def test_full_train_set(official_root, layouts):
+    items = read_dataset("pipal", official_root("pipal"))
+    layouts.assert_official_set(items, "pipal")
     groups = Counter(i.dist_type for i in items)
     assert groups == {"00": 2400, "01": 3200, "02": 2000, "03": 4800, "04": 2600, "05": 2800, "06": 5400}
     assert not any(i.label_lower_better for i in items)

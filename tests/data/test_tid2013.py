@@ -3,18 +3,11 @@ import pytest
 from zsiqa.data import read_dataset
 
 
-@pytest.fixture(scope="module")
-def tid_root(layouts, tmp_path_factory):
-    return layouts.build_tid2013(tmp_path_factory.mktemp("tid2013"))
-
-
-def test_full_set_counts_labels_and_parsing(tid_root, layouts):
-    items = read_dataset("tid2013", tid_root)
-    assert len(items) == 3000 and len({i.ref_id for i in items}) == 25
-    assert [i.index for i in items] == list(range(3000))
+def test_full_set_counts_labels_and_parsing(official_root, layouts):
+    items = read_dataset("tid2013", official_root("tid2013"))
+    layouts.assert_official_set(items, "tid2013")
     assert {i.dist_type for i in items} == {f"{t:02d}" for t in range(1, 25)}
     assert {i.level for i in items} == {"1", "2", "3", "4", "5"}
-    assert not any(i.label_lower_better for i in items)
     first = items[0]
     assert (first.ref_id, first.dist_type, first.level, first.dis.name) == ("I01", "01", "1", "I01_01_1.bmp")
     assert first.label == pytest.approx(layouts.tid_mos(1, 1, 1))
@@ -23,8 +16,8 @@ def test_full_set_counts_labels_and_parsing(tid_root, layouts):
     assert item.label == pytest.approx(layouts.tid_mos(3, 7, 4))
 
 
-def test_case_quirks_resolve_to_the_real_files(tid_root):
-    items = read_dataset("tid2013", tid_root)
+def test_case_quirks_resolve_to_the_real_files(official_root):
+    items = read_dataset("tid2013", official_root("tid2013"))
     by_name = {i.dis.name: i for i in items}
     assert by_name["I05_11_1.BMP"].dis.is_file() and by_name["I05_13_1.BMP"].level == "1"
     assert by_name["i05_11_2.bmp"].dist_type == "11"

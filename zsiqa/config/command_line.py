@@ -137,7 +137,8 @@ def _check_keys(cfg: DictConfig, overrides: list) -> None:
             if part not in node.keys():
                 valid = sorted(str(k) for k in node.keys() if k != "hydra")
                 where = f"valid keys of {section}" if section else "valid keys"
-                add = f"; +{key}=... adds it" if section.split(".")[0] in ("trainer", "callbacks", "logger") else ""
+                add = (f"; +callbacks.{part}._target_=... adds a callback" if section == "callbacks" else
+                       f"; +{key}=... adds it" if section.split(".")[0] in ("trainer", "callbacks", "logger") else "")
                 raise ConfigError(f"{o.input_line}: unknown key {key}{did_you_mean(key, flat)}; {where}: "
                                   f"{', '.join(valid)}{add}")
             node = None if OmegaConf.is_missing(node, part) else node[part]

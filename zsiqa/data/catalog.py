@@ -76,8 +76,8 @@ def csiq_row(fields: Fields) -> Row | None:
 def demo_row(fields: Fields) -> Row | None:
     if None in fields or any(fields[c] is None for c in DEMO_COLUMNS):
         return None
-    ref = Path(fields["ref_name"])
-    return Row(ref.name, Path(fields["dist_name"]).name, fields["score"], fields["dist_type"], ref.stem, fields["level"])
+    return Row(fields["ref_name"], fields["dist_name"], fields["score"], fields["dist_type"],
+               Path(fields["ref_name"]).stem, fields["level"])
 
 
 SPECS = (
@@ -119,6 +119,6 @@ SPECS = (
         "meta.csv, ref/ and dis/ (zsiqa demo set)",
         labels=(LabelFile("meta.csv", "csv", "a row ref_name,dist_name,score,dist_type,level such as "
                           "ref/chelsea.png,dis/chelsea_blur_2.png,2,blur,2", DEMO_COLUMNS, exact=True),),
-        parse=demo_row, refs=("ref",), distorted=("dis",),
+        parse=demo_row,
         hint="; build the set first with zsiqa.data.build_demo(ROOT)", default_root=build_demo),
 )

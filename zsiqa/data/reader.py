@@ -33,7 +33,7 @@ Fields = list[str] | dict[str, str]  # a text line's fields, or a CSV row by col
 
 @dataclass(frozen=True)
 class Row:
-    """One labelled pair as the labels list it: file names (``dis`` may hold one sub-folder, ``jp2k/img1.bmp``),
+    """One labelled pair as the labels list it: file names (each may hold one sub-folder, ``jp2k/img1.bmp``),
     the label as written, the distortion type and level, and the reference's id."""
 
     ref: str
@@ -63,7 +63,7 @@ class DatasetSpec:
     and its direction; num_items, num_refs: the full official set (``per_ref``: distorted images per reference);
     layout: the folder's contents, for messages. labels: candidate label files, the first found is read (``hint``
     says what to do when none is); parse: a row's fields -> ``Row``, or None when malformed. refs / distorted:
-    image folders (the first of ``distorted`` that exists, a ``*`` pattern naming every matching folder, case
+    image folders (the root when ``refs`` is empty; the first of ``distorted`` that exists, a ``*`` pattern naming every matching folder, case
     ignored; the root when none exists), searched in sub-folders when ``recursive``. source: instead of labels + parse, the rows of a layout without label lines (LIVE's .mat files).
     """
 
@@ -99,18 +99,22 @@ def read(spec: DatasetSpec, root: str | os.PathLike | None, strict: bool = True,
     root = dataset_root(root, spec.title, spec.layout)
     labels = [] if spec.source is not None else label_paths(spec, root, label_file)
     rows = spec.source(root, **options) if spec.source is not None else _label_rows(spec, labels)
-    refs = FileIndex([root / f for f in spec.refs])
+    refs = [root / f for f in spec.refs] or [root]
     folders = distorted_folders(spec, root)
-    dis_index: dict[str, FileIndex] = {}
+    index: dict[tuple[str, str], FileIndex] = {}
+
+    def find(name: str, where: str, what: str, roots: list[Path], recursive: bool) -> Path | None:
+        sub, _, base = name.rpartition("/")  # a name may hold one sub-folder of the dataset's folders
+        if (what, sub) not in index:
+            index[what, sub] = FileIndex([f / sub for f in roots], recursive=recursive)
+        return missing.find(index[what, sub], base, where, what)
+
     missing, listed = MissingFiles(spec.title), ListedPairs(spec.title)
     items: list[PairItem] = []
     for where, line, row in rows:
         listed.add(row.ref, row.dis, where, line)
-        sub, _, name = row.dis.rpartition("/")
-        if sub not in dis_index:
-            dis_index[sub] = FileIndex([f / sub for f in folders], recursive=spec.recursive)
-        ref = missing.find(refs, row.ref, where, "reference")
-        dis = missing.find(dis_index[sub], name, where, "distorted image")
+        ref = find(row.ref, where, "reference", refs, False)
+        dis = find(row.dis, where, "distorted image", folders, spec.recursive)
         if ref is not None and dis is not None:
             items.append(PairItem(index=len(items), ref=ref, dis=dis, label=float(row.label),
                                   label_lower_better=spec.lower_better,

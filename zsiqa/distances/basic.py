@@ -99,7 +99,7 @@ def _channel_split_cos(r: torch.Tensor, d: torch.Tensor, dim: int) -> torch.Tens
     feature vector has norm < COS_EPS (all-zero ReLU maps over black regions, tiny fp16 features): ``1 - cos`` is 1
     there but the shares sum to 0 or 1/2. So each position's ``1 - cos``, computed as the layer term computes it,
     minus the sum of its shares is spread evenly over the C channels: the channel terms sum to the layer term in
-    every case, and an untrained per-channel head equals the zero-shot score. Positions the layer term's guard
+    every case, and untrained per-channel weights equal the zero-shot score. Positions the layer term's guard
     skips (NaN, e.g. zero vectors in fp16, where COS_EPS underflows) or zeroes (inf) contribute nothing. Computed in
     at least fp32: for fp16 features the layer term is this sum rounded to fp16.
     """

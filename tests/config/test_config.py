@@ -19,7 +19,7 @@ from zsiqa.config import (
 )
 from zsiqa.errors import ConfigError, MissingFileError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def entry_point(name: str):
@@ -112,6 +112,12 @@ def test_experiments_merge_deeply_and_sweep_with_multirun(tmp_path, monkeypatch)
     ("train", ["distance=jsd"], "only l2, cos and cos_channel have"),
     ("train", ["test=[tid2014]"], "test: unknown dataset 'tid2014' (did you mean tid2013?)"),
     ("evaluate", ["-m", "transform=none,tra", "run.devices=2"], "run.devices=2 in a local sweep (-m): Lightning cannot"),
+    ("train", ["trainer.max_epoch=2"], "unknown key trainer.max_epoch (did you mean trainer.max_epochs?)"),
+    ("train", ["+trainer.max_epoch=2"], "trainer.max_epoch: lightning.Trainer takes no argument 'max_epoch' (did you "
+                                        "mean max_epochs?)"),
+    ("train", ["+callbacks.x._target_=lightning.pytorch.callbacks.Nope"], "callbacks.x._target_="
+                                                                          "lightning.pytorch.callbacks.Nope: no such"),
+    ("evaluate", ["logger=wandbb"], "logger=wandbb: no such option (did you mean wandb?); choose one of csv, none, wandb"),
 ])
 def test_bad_command_lines_are_one_line_config_errors(entry, args, message, capsys):
     with pytest.raises(ConfigError) as error:
@@ -215,3 +221,19 @@ def test_engine_processes_keep_freed_memory_instead_of_faulting_it_in_again():
     user = subprocess.run([sys.executable, "-c", REFAULTS, "keep"], capture_output=True, text=True, check=True,
                           cwd=REPO, env={**env, "MALLOC_TRIM_THRESHOLD_": "1048576"}).stdout.split()
     assert user[0] == "False" and int(user[1]) > 9 * 16_000
+
+
+def test_lightning_objects_come_from_the_config_and_the_command_line(tmp_path):
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
+
+    from zsiqa.engine.build import build_callbacks, build_logger, build_trainer
+
+    cfg = compose_config("train", ["trainer.max_epochs=3", "callbacks.early_stopping.patience=2",
+                                   "+callbacks.timer._target_=lightning.pytorch.callbacks.Timer"])
+    callbacks = build_callbacks(cfg.callbacks, tmp_path)
+    assert [type(c) for c in callbacks] == [ModelCheckpoint, EarlyStopping, Timer]
+    assert callbacks[0].dirpath == str(tmp_path / "checkpoints") and callbacks[1].patience == 2
+    logger = build_logger(cfg.logger, tmp_path)
+    trainer = build_trainer(cfg.trainer, callbacks, logger=logger)
+    assert trainer.max_epochs == 3 and trainer.logger is logger and logger.save_dir == str(tmp_path)
+    assert build_logger(compose_config("evaluate").logger, tmp_path) is None  # logger=none

@@ -17,7 +17,7 @@ from zsiqa.errors import run_entry_point
 from zsiqa.reporting.results import read_rows
 from zsiqa.reporting.sweep import gather
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BACKBONE = "timm:vit_tiny_patch16_224"
 
 

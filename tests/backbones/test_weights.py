@@ -120,7 +120,7 @@ def test_url_weights_download_into_the_torch_hub_cache(tmp_path, monkeypatch):
     remote.mkdir()
     torch.save({"w": torch.arange(3.0)}, remote / "tiny-0123.pth")
     for name, file in (("tiny_url", "tiny-0123.pth"), ("gone_url", "gone.pth")):  # registered for this test only
-        entry = BackboneEntry(lambda *args, **kwargs: None, "", weights.UrlWeights((remote / file).as_uri()))
+        entry = BackboneEntry(name, lambda *args, **kwargs: None, "", weights.UrlWeights((remote / file).as_uri()))
         monkeypatch.setitem(BACKBONES._entries, name, entry)
     path = download("tiny_url")
     assert path == str(tmp_path / "torch" / "hub" / "checkpoints" / "tiny-0123.pth")
