@@ -147,7 +147,7 @@ def timed(obj, name: str, totals: dict, key: str, device: str):
 def heads_share(items: list, backbone: str, distances: list[str], device: str, batch: int = 16) -> dict[str, float]:
     """Seconds in the backbone and in the fused heads while scoring ``items`` as the engine's ``score_group`` does
     (each reference's features once, its distorted images in batches), image decoding excluded."""
-    from zsiqa.io import to_batch
+    from zsiqa.images import to_batch
 
     first = create_metric(backbone, distances[0], pretrained=False, device=device)
     metrics = {d: FRMetric(first.backbone, get_distance(d)).to(device) for d in distances}

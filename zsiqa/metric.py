@@ -15,7 +15,7 @@ from .choices import Align, Precision, Preset
 from .distances import DistanceHead, Feats
 from .distances.fused import window_scores
 from .errors import ConfigError, InputError
-from .io import ImageLike, resolve_exif, to_batch, to_float
+from .images import ImageLike, resolve_exif, to_batch, to_float
 from .presets import preset_settings
 from .windows import crop_windows, window_grid
 

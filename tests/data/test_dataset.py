@@ -5,7 +5,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from zsiqa.data import DATASETS, PairDataset, PairItem, read_dataset, reference_paths
-from zsiqa.io import to_float
+from zsiqa.images import to_float
 
 
 def _pixels(seed: int, h: int = 6, w: int = 8) -> np.ndarray:

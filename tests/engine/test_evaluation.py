@@ -227,7 +227,7 @@ def test_vgg16_deepssim_metric_is_the_official_deepssim(demo_root):
     metric = create_metric("vgg16", "deepssim", pretrained=False, device="cpu")  # ImageNet-normalised under any preset
     assert metric.normalize
     ref, dis = demo_root / "ref" / "coffee.png", demo_root / "dis" / "coffee_blur_2.png"
-    from zsiqa.io import to_batch
+    from zsiqa.images import to_batch
 
     expected = deepssim_score(metric.backbone, to_batch(ref), to_batch(dis))
     assert float(metric(ref, dis)[0]) == pytest.approx(float(expected[0]), rel=1e-6)

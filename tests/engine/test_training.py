@@ -30,7 +30,7 @@ from zsiqa.engine import term_cache, training
 from zsiqa.engine.split import split_by_reference
 from zsiqa.engine.term_cache import cached_terms, compute_terms, term_cache_key, terms_code_digest
 from zsiqa.engine.training import train, train_dir_for
-from zsiqa.io import to_float
+from zsiqa.images import to_float
 from zsiqa.learned_weights import read_trained
 from zsiqa.metric import FRMetric
 from zsiqa.presets import FIXED_VARIANTS, PRESETS, resolve_distance

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..choices import OnBadImage
 from ..errors import ConfigError, InputError
-from ..io import to_float
+from ..images import to_float
 from . import DATASETS, DatasetSpec, PairDataset, PairItem, read_dataset, reference_paths
 
 WindowCount = Callable[[PairItem], int]
@@ -110,7 +110,7 @@ class FRDataModule(L.LightningDataModule):
     name / root / reader options: as ``read_dataset``. limit: the first N pairs only. pair_transform: a robustness
     transform ``(ref, dis) -> (ref, dis)`` on PIL images. skip: item indices already scored (resume).
     exif: EXIF orientation of the image files, "apply" or "ignore" (resolve the config's "auto" against the preset
-    with ``zsiqa.io.resolve_exif`` first). on_bad_image: "error" (a corrupt or missing image stops the run, file
+    with ``zsiqa.images.resolve_exif`` first). on_bad_image: "error" (a corrupt or missing image stops the run, file
     named) or "skip" (the evaluation engine records the pair as failed, with the reason).
     batch_windows / windows_of: batches by window count instead of ``batch_size`` (see ``plan_batches``).
     """
@@ -141,7 +141,7 @@ class FRDataModule(L.LightningDataModule):
         self.skip = set(skip)
         if exif not in ("apply", "ignore"):
             raise ConfigError(f"exif must be 'apply' or 'ignore' here, got {exif!r} (resolve 'auto' against the preset "
-                              "with zsiqa.io.resolve_exif)")
+                              "with zsiqa.images.resolve_exif)")
         self.exif = exif
         self.on_bad_image = OnBadImage.of(on_bad_image, "data.on_bad_image")
         self.reader_options = reader_options

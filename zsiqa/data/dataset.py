@@ -1,8 +1,8 @@
 """Torch dataset over reader items: image pairs for scoring.
 
-Images are decoded by ``zsiqa.io`` (every Pillow mode to RGB, 16-bit kept at full precision, EXIF orientation per
+Images are decoded by ``zsiqa.images`` (every Pillow mode to RGB, 16-bit kept at full precision, EXIF orientation per
 ``exif``) and returned as tensors ``[3, H, W]``: uint8 for 8-bit images (a quarter of float32's memory; the engine
-makes them float32 in [0, 1] chunk by chunk with ``zsiqa.io.to_float``), float32 in [0, 1] for 16-bit ones. Images keep their own size, so
+makes them float32 in [0, 1] chunk by chunk with ``zsiqa.images.to_float``), float32 in [0, 1] for 16-bit ones. Images keep their own size, so
 batches of more than one pair need equal sizes (true within PIPAL, TID2013, KADID-10k, CSIQ and the demo set; not
 within LIVE).
 
@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import InputError, MissingFileError
-from ..io import load_image, pil_to_tensor, read_image
+from ..images import load_image, pil_to_tensor, read_image
 from .items import PairItem
 
 PairTransform = Callable[[Image.Image, Image.Image], tuple[Image.Image, Image.Image]]
@@ -28,7 +28,7 @@ class PairDataset(Dataset):
     """(reference, distorted) pairs: ``{"index", "ref", "dis", "label", "ref_id", "error"}`` per item.
 
     ``pair_transform(ref, dis) -> (ref, dis)`` acts on the 8-bit RGB PIL images before tensor conversion (the
-    robustness transforms: shift, dilation, rotation). ``exif``: "apply" or "ignore" (``zsiqa.io.resolve_exif``).
+    robustness transforms: shift, dilation, rotation). ``exif``: "apply" or "ignore" (``zsiqa.images.resolve_exif``).
     ``error`` is "" or, when an image could not be read, the message naming the file (``ref`` and ``dis`` are then
     None).
     """

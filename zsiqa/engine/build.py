@@ -18,7 +18,7 @@ from ..config import CONFIG_DIR, DataConfig, EvaluateConfig, TrainConfig
 from ..data import PairItem, data_root
 from ..data.datamodule import FRDataModule, WindowCount
 from ..distances import get_distance
-from ..io import resolve_exif
+from ..images import resolve_exif
 from ..learned_weights import load_trained_metric
 from ..metric import FRMetric
 from ..presets import resolve_distance

@@ -18,7 +18,7 @@ from ..baselines import Baseline
 from ..choices import Align, OnBadImage
 from ..data.datamodule import failed_groups
 from ..errors import InputError
-from ..io import to_float
+from ..images import to_float
 from ..metric import Features, FRMetric, align_pair, score_pairs
 
 OUTPUTS = ("scores", "terms")

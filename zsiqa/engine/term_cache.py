@@ -37,7 +37,7 @@ from .writers import PairProgress, TermPartsWriter, merge_term_parts
 CACHE_FORMAT = 1
 # Modules whose code computes the terms (besides the backbone's own module): a change to any of them changes the
 # cache key, so no table computed by older code is read.
-TERMS_CODE = ("zsiqa.windows", "zsiqa.metric", "zsiqa.io", "zsiqa.transforms", "zsiqa.distances.basic")
+TERMS_CODE = ("zsiqa.windows", "zsiqa.metric", "zsiqa.images", "zsiqa.transforms", "zsiqa.distances.basic")
 
 
 def items_digest(items: Sequence[PairItem]) -> str:

@@ -1,4 +1,4 @@
-"""Image decoding and tensor checks (zsiqa.io): every unusual file and tensor has one defined outcome, through the
+"""Image decoding and tensor checks (zsiqa.images): every unusual file and tensor has one defined outcome, through the
 API and the ``zsiqa`` command line; the error names the file or argument."""
 import re
 import subprocess
@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 
 from zsiqa.distances import get_distance
 from zsiqa.errors import InputError, MissingFileError
-from zsiqa.io import load_image, pil_to_tensor, read_image, to_batch, to_float
+from zsiqa.images import load_image, pil_to_tensor, read_image, to_batch, to_float
 from zsiqa.metric import FRMetric
 from zsiqa.windows import pad_to_window
 
@@ -106,7 +106,7 @@ def test_loader_keeps_8_bit_images_as_uint8_with_the_same_float_values(files, na
 def test_the_uint8_loader_prints_no_warning(files):
     """PIL's array view is read-only, and ``torch.from_numpy`` warns about it on stderr; the loader copies it. In a
     fresh process: PyTorch prints that warning once per process, so an earlier test could hide it here."""
-    code = "import sys; from zsiqa.io import read_image; read_image(sys.argv[1], as_uint8=True)"
+    code = "import sys; from zsiqa.images import read_image; read_image(sys.argv[1], as_uint8=True)"
     done = subprocess.run([sys.executable, "-W", "error", "-c", code, str(files["ok.png"])],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0 and done.stderr == "", done.stderr
