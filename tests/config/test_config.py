@@ -237,3 +237,14 @@ def test_lightning_objects_come_from_the_config_and_the_command_line(tmp_path):
     trainer = build_trainer(cfg.trainer, callbacks, logger=logger)
     assert trainer.max_epochs == 3 and trainer.logger is logger and logger.save_dir == str(tmp_path)
     assert build_logger(compose_config("evaluate").logger, tmp_path) is None  # logger=none
+
+
+def test_sweep_cells_are_the_product_of_the_comma_lists_and_the_command_line_wins():
+    from zsiqa.config.command_line import sweep_cells
+
+    assert sweep_cells(["backbone=a,b", "transform=x,y", "run.seed=1"]) == [
+        ["backbone=a", "transform=x", "run.seed=1"], ["backbone=a", "transform=y", "run.seed=1"],
+        ["backbone=b", "transform=x", "run.seed=1"], ["backbone=b", "transform=y", "run.seed=1"]]
+    # an experiment's hydra.sweeper.params come first; the same key on the command line replaces them
+    assert sweep_cells(["backbone=a,b", "transform=x", "backbone=c"]) == [["backbone=c", "transform=x"]]
+    assert sweep_cells(["distance=[l2],[cos]"]) == [["distance=[l2]"], ["distance=[cos]"]]

@@ -1,5 +1,6 @@
-"""The Lightning engine: the method module (``method``), prediction writers, the term cache, the split, the term data
-module, evaluation runs (``runner``) and training runs (``training``)."""
+"""The Lightning engine: ``build`` (a config -> metrics, data modules, Trainers, callbacks, loggers), the scoring
+module (``scoring``: predict) and the fitting module (``fitting``: fit), prediction writers, the term cache, the split,
+and the two runs: evaluation (``evaluation``) and training (``training``)."""
 import warnings
 
 # Lightning 2.6's batch-size probing calls a torch pytree API that newer torch deprecates; harmless, and not ours to fix.
