@@ -101,6 +101,7 @@ def read(spec: DatasetSpec, root: str | os.PathLike | None, strict: bool = True,
     rows = spec.source(root, **options) if spec.source is not None else _label_rows(spec, labels)
     refs = [root / f for f in spec.refs] or [root]
     folders = distorted_folders(spec, root)
+    missing, listed = MissingFiles(spec.title), ListedPairs(spec.title)
     index: dict[tuple[str, str], FileIndex] = {}
 
     def find(name: str, where: str, what: str, roots: list[Path], recursive: bool) -> Path | None:
@@ -109,7 +110,6 @@ def read(spec: DatasetSpec, root: str | os.PathLike | None, strict: bool = True,
             index[what, sub] = FileIndex([f / sub for f in roots], recursive=recursive)
         return missing.find(index[what, sub], base, where, what)
 
-    missing, listed = MissingFiles(spec.title), ListedPairs(spec.title)
     items: list[PairItem] = []
     for where, line, row in rows:
         listed.add(row.ref, row.dis, where, line)
@@ -134,8 +134,10 @@ def read(spec: DatasetSpec, root: str | os.PathLike | None, strict: bool = True,
 def distorted_folders(spec: DatasetSpec, root: Path) -> list[Path]:
     """Where the distorted images are searched: the first of ``spec.distorted`` that exists, else the root."""
     for name in spec.distorted:
-        found = sorted(p for p in root.iterdir() if p.is_dir() and fnmatch(p.name.lower(), name.lower())) if "*" in name \
-            else [root / name] if (root / name).is_dir() else []
+        if "*" in name:
+            found = sorted(p for p in root.iterdir() if p.is_dir() and fnmatch(p.name.lower(), name.lower()))
+        else:
+            found = [root / name] if (root / name).is_dir() else []
         if found:
             return found
     return [root]

@@ -114,8 +114,11 @@ def predict_trainer_node(accelerator: str = "cpu", devices: int = 1) -> dict[str
 def build_callbacks(nodes: dict[str, Any], run_dir: Path) -> list[L.Callback]:
     """``configs/callbacks/<name>.yaml`` (and ``+callbacks.NAME=...``), in their order; a ``dirpath: null`` (the
     checkpoint callbacks) becomes the run's ``checkpoints`` folder."""
-    return [instantiate(node, **({"dirpath": str(run_dir / "checkpoints")} if "dirpath" in node and node["dirpath"] is None
-                                 else {})) for node in nodes.values()]
+    callbacks = []
+    for node in nodes.values():
+        here = "dirpath" in node and node["dirpath"] is None
+        callbacks.append(instantiate(node, **({"dirpath": str(run_dir / "checkpoints")} if here else {})))
+    return callbacks
 
 
 def build_logger(node: dict[str, Any], run_dir: Path) -> Any:
