@@ -61,8 +61,8 @@ def dataset_config(entry: Any) -> DataConfig:
         return entry
     if isinstance(entry, str):
         path = CONFIG_DIR / "data" / f"{entry}.yaml"
-        options = sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml"))
         if not path.is_file():
+            options = sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml"))
             raise ConfigError(f"test: unknown dataset {entry!r}{did_you_mean(entry, options)}; "
                               f"choose from {', '.join(options)}")
         entry = OmegaConf.load(path)

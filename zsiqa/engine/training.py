@@ -113,7 +113,7 @@ def _save_split(run_dir: Path, split: dict, cfg: TrainConfig) -> None:
 
 
 @dataclass
-class Terms:
+class DatasetTerms:
     """A dataset's pairs, labels and term table (the table on process 0 only)."""
 
     data: DataConfig
@@ -139,7 +139,7 @@ class TermSource:
         self.cache_dir = Path(cfg.run.cache_dir or Path(cfg.run.out) / "cache")
         self.log: list[dict] = []
 
-    def __call__(self, data: DataConfig) -> Terms:
+    def __call__(self, data: DataConfig) -> DatasetTerms:
         module = build_datamodule(data, self.cfg, windows_of=image_windows(self.metric))
         key = term_cache_key(self.metric, self.fingerprint, self.channels, module, self.align)
         parts = cache_file(self.cache_dir, key).with_suffix(".parts")
@@ -151,7 +151,7 @@ class TermSource:
             print(f"terms of {data.name} ({len(module.items)} pairs): {'computed' if computed else 'loaded'} in "
                   f"{seconds:.1f} s -> {path}")
         self.log.append({"data": data.name, "file": str(path), "computed": computed, "seconds": round(seconds, 3)})
-        return Terms(data, module.items, table)
+        return DatasetTerms(data, module.items, table)
 
 
 def train(cfg: TrainConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict | None:
@@ -183,7 +183,7 @@ def train(cfg: TrainConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict 
 class Fitted:
     """What ``_fit`` leaves for the report: the best weights, the split's positions, the validation correlations."""
 
-    terms: Terms
+    terms: DatasetTerms
     labels: torch.Tensor
     label_lower_better: bool
     train_pos: torch.Tensor
@@ -195,7 +195,7 @@ class Fitted:
     logger: object
 
 
-def _fit(cfg: TrainConfig, run_dir: Path, metric: FRMetric, fingerprint: str, terms: Terms,
+def _fit(cfg: TrainConfig, run_dir: Path, metric: FRMetric, fingerprint: str, terms: DatasetTerms,
          extra_callbacks: Sequence[L.Callback]) -> Fitted:
     """Process 0: split by reference, ``Trainer.fit`` of the weights (resumed from ``last.ckpt``), export the best."""
     channels = cfg.weighting is Weighting.channel
@@ -244,7 +244,7 @@ def _fit(cfg: TrainConfig, run_dir: Path, metric: FRMetric, fingerprint: str, te
     return Fitted(terms, labels, label_lower, train_pos, val_pos, weights, zero_shot, best_epoch, file, logger)
 
 
-def _report(cfg: TrainConfig, run_dir: Path, metric: FRMetric, fit: Fitted, tests: list[Terms]) -> dict:
+def _report(cfg: TrainConfig, run_dir: Path, metric: FRMetric, fit: Fitted, tests: list[DatasetTerms]) -> dict:
     """Zero-shot vs trained on validation and every test dataset: CSVs, ``test.md``, the weights plot, the log."""
     channels = cfg.weighting is Weighting.channel
     table, labels = fit.terms.table, fit.labels
