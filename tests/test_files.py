@@ -16,10 +16,11 @@ FULL = Path("/dev/full")
 pytestmark = pytest.mark.skipif(not FULL.exists(), reason="needs /dev/full (Linux) to fail writes like a full disk")
 
 
-def _fill_disk(path: Path) -> Path:
+def _fill_disk(path: Path, monkeypatch) -> Path:
     """Make the temporary file that an atomic write of ``path`` uses point at /dev/full."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.symlink_to(FULL)
+    monkeypatch.setattr("zsiqa.files.temp_path", lambda p: tmp if p == path else p.with_name(f".{p.name}.x.tmp"))
     return tmp
 
 
@@ -27,11 +28,11 @@ def _fill_disk(path: Path) -> Path:
     lambda path: atomic_save(path, {"w": torch.arange(300_000.0)}),  # bigger than any buffer: the write itself fails
     lambda path: atomic_write_text(path, "x" * 300_000),
 ], ids=["torch", "text"])
-def test_atomic_write_on_a_full_disk_names_the_file_and_leaves_no_partial_file(tmp_path, write):
+def test_atomic_write_on_a_full_disk_names_the_file_and_leaves_no_partial_file(tmp_path, write, monkeypatch):
     path = tmp_path / "out" / "table.pt"
     path.parent.mkdir()
     path.write_text("old")
-    tmp = _fill_disk(path)
+    tmp = _fill_disk(path, monkeypatch)
     with pytest.raises(DiskFullError, match=rf"^{re.escape(str(path))}: No space left on device .*run the same command again") as e:
         write(path)
     assert isinstance(e.value, OSError)  # `except OSError` still catches it

@@ -54,6 +54,11 @@ class MissingFileError(ZsiqaError, FileNotFoundError):
     """A file or folder that should exist does not (an image, a label file, a checkpoint)."""
 
 
+class CorruptFileError(InputError):
+    """A file zsiqa wrote or was given that cannot be read back whole (truncated, garbage) or holds more than tensors
+    (a pickle that could run code): the message names the file. Caches and parts catch it and recompute."""
+
+
 class DiskFullError(ZsiqaError, OSError):
     """A write that failed for lack of space (or quota): the message names the file; a rerun resumes."""
 
@@ -117,6 +122,6 @@ def run_entry_point(main: Callable[[], int | None], prog: str, debug: bool = Fal
 
 
 __all__ = [
-    "ConfigError", "DataError", "DiskFullError", "InputError", "MissingFileError", "WeightsUnavailableError", "ZsiqaError",
+    "ConfigError", "CorruptFileError", "DataError", "DiskFullError", "InputError", "MissingFileError", "WeightsUnavailableError", "ZsiqaError",
     "debug_enabled", "out_of_space", "run_entry_point", "writing",
 ]

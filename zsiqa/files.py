@@ -1,15 +1,19 @@
 """Atomic file writes: a reader (or a resumed run) sees the old file or the new one, never half of one. A write that
-fails for lack of space is a ``DiskFullError`` naming the file, not a traceback."""
+fails for lack of space is a ``DiskFullError`` naming the file, not a traceback. ``load_tensors`` is the one way zsiqa
+reads a torch file back: tensors only (no code runs), and a truncated or hostile file is one line naming it."""
 from __future__ import annotations
 
 import os
+import pickle
+import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from .errors import ConfigError, writing
+from .errors import ConfigError, CorruptFileError, writing
 
 
 def check_writable_folder(folder: str | os.PathLike, setting: str) -> None:
@@ -28,12 +32,18 @@ def check_writable_folder(folder: str | os.PathLike, setting: str) -> None:
                           "write") from None
 
 
+def temp_path(path: Path) -> Path:
+    """The temporary file beside ``path`` that an atomic write fills: a unique name, so two processes writing the
+    same file (two runs sharing a cache) never write into one temporary file."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
     """``write(tmp)`` fills a temporary file beside ``path``, which then replaces ``path`` in one step. A failed
     write leaves no temporary file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temp_path(path)
     try:
         with writing(path):
             write(tmp)
@@ -70,3 +80,36 @@ def atomic_save(path: str | os.PathLike, obj: object) -> Path:
             torch.save(obj, f)
 
     return atomic_write(path, write)
+
+
+def load_tensors(path: str | os.PathLike, what: str = "file") -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors, numbers, strings and containers only, so no code
+    in the file ever runs. A truncated, garbage or hostile file raises ``CorruptFileError`` naming ``path``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise refused_pickle(path, e, what) from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CorruptFileError(f"{path}: not a readable {what} (truncated or corrupt: {first})") from None
+
+
+def refused_pickle(path: str | os.PathLike, error: pickle.UnpicklingError, what: str = "file") -> CorruptFileError:
+    """The one line for a file that ``torch.load(weights_only=True)`` refused (here or inside timm / open_clip)."""
+    reason = next((line.strip() for line in str(error).splitlines() if "WeightsUnpickler error:" in line), "")
+    detail = reason.split("error:", 1)[1].split(" was not an allowed", 1)[0].strip() if reason else ""
+    return CorruptFileError(
+        f"{path}: refused: this {what} holds {'Python objects (' + detail + ')' if detail else 'data'} that are not "
+        "plain tensors; zsiqa loads only tensors (torch.load weights_only=True), never code from a file. Use a file "
+        "of tensors (a state dict, or .safetensors) from a source you trust")
+
+
+def move_aside(path: str | os.PathLike) -> Path:
+    """Rename a corrupt file (or folder) to ``<name>.corrupt`` (replacing an older one), kept for inspection; returns
+    the new path."""
+    path = Path(path)
+    target = path.with_name(path.name + ".corrupt")
+    if target.is_dir():
+        shutil.rmtree(target)
+    os.replace(path, target)
+    return target

@@ -23,7 +23,7 @@ from torch import nn
 from .backbones import Backbone, create_backbone
 from .distances import DistanceHead, get_distance
 from .errors import ConfigError, InputError, MissingFileError
-from .files import atomic_save
+from .files import atomic_save, load_tensors
 from .metric import FRMetric
 from .presets import resolve_distance
 
@@ -144,10 +144,7 @@ def read_trained(path: str | os.PathLike) -> tuple[TermWeights, dict]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise MissingFileError(f"trained weights not found: {path} (train.py writes <run folder>/trained.pt)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError) as e:
-        raise InputError(f"{path}: not a readable trained-weights file ({e})") from e
+    obj = load_tensors(path, "trained-weights file")
     record = obj.get(CHECKPOINT_KEY, obj) if isinstance(obj, dict) else None
     if not isinstance(record, dict) or "config" not in record or "state" not in record:
         raise InputError(f"{path} is neither a trained-weights file from train.py (trained.pt) nor a checkpoint of a "

@@ -100,7 +100,9 @@ def test_a_full_disk_is_one_line_and_the_same_command_resumes(tmp_path, demo_roo
     cfg = cell(tmp_path, demo_root)
     run_dir = run_dir_for(cfg)
     run_dir.mkdir(parents=True)
-    (run_dir / ".scores.csv.tmp").symlink_to("/dev/full")
+    full = run_dir / ".scores.csv.tmp"
+    full.symlink_to("/dev/full")
+    monkeypatch.setattr("zsiqa.files.temp_path", lambda p: full if p.name == "scores.csv" else p.with_name(f".{p.name}.x"))
     assert run_entry_point(lambda: evaluate(cfg), "evaluate.py") == 1
     err = [line for line in capsys.readouterr().err.splitlines() if line and not line.startswith("scoring:")]  # no bar
     assert err == [f"evaluate.py: error: {run_dir / 'scores.csv'}: No space left on device (a write failed). Free some "

@@ -9,6 +9,7 @@ from torch import nn
 from torchvision.models import VGG16_Weights, vgg16
 
 from ..errors import ConfigError, MissingFileError
+from ..files import load_tensors
 from .base import Backbone
 from .registry import register_backbone
 from .weights import UrlWeights, download
@@ -85,7 +86,7 @@ def _random_init(features: nn.Sequential) -> nn.Sequential:
 
 def _load_features(features: nn.Sequential, path: Path) -> None:
     """Load the ``features.0-25`` tensors of a torchvision VGG16 state dict file; the rest (classifier) is ignored."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_tensors(path, "VGG16 weights file")
     kept = {}
     for key, value in state.items():
         parts = key.split(".")

@@ -9,6 +9,7 @@ one :class:`WeightsUnavailableError` that says what is missing and how to get it
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import zipfile
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, MissingFileError, WeightsUnavailableError
+from ..files import refused_pickle
 from .registry import BACKBONES
 
 TIMM_PREFIX = "timm:"
@@ -180,7 +182,10 @@ def create_timm(backbone: str, model_name: str, pretrained: bool, weights: str |
 
     if weights is not None:
         _check_file(backbone, weights)
-        return timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(file=weights), **kwargs)
+        try:
+            return timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(file=weights), **kwargs)
+        except pickle.UnpicklingError as e:
+            raise refused_pickle(weights, e, "weights file") from None
     if not pretrained:
         return timm.create_model(model_name, pretrained=False, **kwargs)
     source = TimmWeights(model_name)
@@ -199,7 +204,10 @@ def create_open_clip(backbone: str, arch: str, tag: str, pretrained: bool, weigh
         _check_file(backbone, weights)
         scripted = torchscript_state_dict(weights)
         if scripted is None:
-            return open_clip.create_model(arch, pretrained=weights)
+            try:
+                return open_clip.create_model(arch, pretrained=weights)
+            except pickle.UnpicklingError as e:
+                raise refused_pickle(weights, e, "weights file") from None
         model = open_clip.create_model(arch, pretrained=None)
         try:
             model.load_state_dict(scripted)

@@ -6,12 +6,29 @@ checkpoint can be evaluated.
 """
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import lightning as L
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from ..files import atomic_save, load_tensors
 from ..learned_weights import CHECKPOINT_KEY, Terms, TermWeights, trained_record
 from ..losses import get_loss
 from ..stats import IndexedScores, correlations
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """The fit Trainer's checkpoint files (``configs/trainer/fit.yaml`` ``plugins``): written atomically (a kill
+    mid-write leaves the previous ``last.ckpt``, never half of one) and read back as tensors only (Lightning's resume
+    included: a planted ``last.ckpt`` runs no code), a bad file being one line that names it."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
+        atomic_save(path, checkpoint)
+
+    def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        return load_tensors(path, "checkpoint")
 
 
 class WeightsFit(L.LightningModule):

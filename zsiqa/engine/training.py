@@ -28,8 +28,8 @@ from ..choices import Weighting
 from ..config import DataConfig, TrainConfig, plain
 from ..data import DATASETS, PairItem, data_root
 from ..data.term_data import TermDataModule, TermTable
-from ..errors import writing
-from ..files import atomic_write_text
+from ..errors import CorruptFileError, writing
+from ..files import atomic_write_text, load_tensors, move_aside
 from ..learned_weights import (
     TermWeights,
     backbone_fingerprint,
@@ -229,19 +229,39 @@ def _fit(cfg: TrainConfig, run_dir: Path, metric: FRMetric, fingerprint: str, te
     if done.exists():
         print(f"training already complete in {run_dir}; re-evaluating its best checkpoint")
     else:
-        last = ckpt_dir / "last.ckpt"
-        if last.exists():
-            print(f"resuming from {last}")
+        resume = resume_checkpoint(ckpt_dir)
         with warnings.catch_warnings(), writing(run_dir):  # Lightning's checkpoint and log writes name no file
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
-            trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None)
+            trainer.fit(module, datamodule=data, ckpt_path=None if resume is None else str(resume))
         atomic_write_text(done, "fit finished\n")
     best_path = ckpt_dir / "best.ckpt"
-    best, _ = read_trained(best_path)
+    try:
+        best, _ = read_trained(best_path)
+        best_epoch = int(load_tensors(best_path, "checkpoint")["epoch"])
+    except CorruptFileError as e:
+        raise CorruptFileError(f"{e}; run.resume=false trains this run again") from None
     weights.load_state_dict(best.state_dict())
     file = save_trained(run_dir / "trained.pt", trained_record(config, weights))
-    best_epoch = int(torch.load(best_path, map_location="cpu", weights_only=True)["epoch"])
     return Fitted(terms, labels, label_lower, train_pos, val_pos, weights, zero_shot, best_epoch, file, logger)
+
+
+def resume_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The checkpoint a rerun continues from: ``last.ckpt`` (written after every epoch), else nothing. An unreadable
+    ``last.ckpt`` is named, moved aside and replaced by ``best.ckpt`` when that one reads (the epochs after it are
+    trained again, in the same order), else the fit starts over."""
+    last = ckpt_dir / "last.ckpt"
+    for path in (last, ckpt_dir / "best.ckpt"):
+        if not path.exists():
+            continue
+        try:
+            epoch = load_tensors(path, "checkpoint")["epoch"]
+        except (CorruptFileError, KeyError, TypeError) as e:
+            moved = move_aside(path)
+            print(f"{path} is unreadable ({str(e).split(': ', 1)[-1]}): moved to {moved.name}")
+            continue
+        print(f"resuming after epoch {epoch} from {path}")
+        return path
+    return None
 
 
 def _report(cfg: TrainConfig, run_dir: Path, metric: FRMetric, fit: Fitted, tests: list[DatasetTerms]) -> dict:

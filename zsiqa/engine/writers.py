@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from ..data import PairItem
 from ..data.datamodule import batch_pairs
-from ..files import atomic_save
+from ..files import atomic_save, load_tensors
 from ..reporting.results import ERROR_COLUMN, ScoreWriter
 
 
@@ -80,7 +80,7 @@ def merge_term_parts(parts_dir: Path, items: Sequence[PairItem]) -> tuple[torch.
     rows: list[int] = []
     columns: list[list[torch.Tensor]] = []
     for path in sorted(Path(parts_dir).glob("rank*.pt")):
-        part = torch.load(path, map_location="cpu", weights_only=True)
+        part = load_tensors(path, "term part")
         rows += [position[i] for i in part["index"].tolist()]
         columns.append(part["terms"])
     if sorted(rows) != list(range(len(items))):
