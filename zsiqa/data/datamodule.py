@@ -162,6 +162,12 @@ class FRDataModule(L.LightningDataModule):
         self.by_index = {it.index: it for it in self.items}
         self.batches = plan_batches(self.items, self.skip, self.batch_size, self.batch_windows, self.windows_of)
 
+    def skip_pairs(self, done: set[int]) -> None:
+        """Leave out the pairs ``done`` (item indices) from the batches: a resumed computation."""
+        self.setup("predict")
+        self.skip = set(done)
+        self.batches = plan_batches(self.items, self.skip, self.batch_size, self.batch_windows, self.windows_of)
+
     def shard(self, rank: int, world_size: int) -> ShardBatchSampler:
         return ShardBatchSampler(self.batches, rank, world_size)
 

@@ -17,24 +17,31 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from .. import __version__
 from ..backbones import Backbone
 from ..data import PairItem
 from ..data.datamodule import FRDataModule
 from ..data.term_data import TermTable
-from ..errors import DataError
-from ..files import atomic_save
+from ..errors import CorruptFileError, DataError
+from ..files import atomic_save, load_tensors, move_aside
 from ..metric import FRMetric
 from .build import build_trainer, predict_trainer_node
 from .scoring import ScoringModule
-from .writers import PairProgress, TermPartsWriter, merge_term_parts
+from .writers import PairProgress, TermPartsWriter, merge_term_parts, read_term_parts
 
-CACHE_FORMAT = 1
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+CACHE_FORMAT = 2  # 2: a checksum of the tensors is stored and checked
 # Modules whose code computes the terms (besides the backbone's own module): a change to any of them changes the
 # cache key, so no table computed by older code is read.
 TERMS_CODE = ("zsiqa.windows", "zsiqa.metric", "zsiqa.images", "zsiqa.transforms", "zsiqa.distances.basic")
@@ -88,9 +95,10 @@ def compute_terms(metric: FRMetric, data: FRDataModule, channels: bool = False, 
     """Window-averaged terms of every pair of ``data``, in item order, on process 0 (None on the others).
 
     ``Trainer.predict`` of ``ScoringModule(output="terms")`` with ``trainer`` (a ``configs/trainer/predict.yaml``
-    node; default: one CPU process) over its ``devices`` processes; each writes its shard to
-    ``parts_dir`` (a folder every process sees; a temporary one for a single process), process 0 merges them and
-    calls ``save(table)`` (e.g. to cache it) before any process returns.
+    node; default: one CPU process) over its ``devices`` processes; each saves every batch to
+    ``parts_dir`` (a folder every process sees; a temporary one for a single process), so a rerun after an
+    interruption computes only the pairs missing there; process 0 merges them, calls ``save(table)`` (e.g. to cache
+    it), then removes the parts, before any process returns.
     align: "error" or "resize" (a distorted image of another size is resized to its reference), as ``align_pair``.
     """
     data.setup("predict")
@@ -106,19 +114,22 @@ def compute_terms(metric: FRMetric, data: FRDataModule, channels: bool = False, 
     parts = Path(parts_dir)
     writer = TermPartsWriter(parts)
     trainer = build_trainer(trainer, [writer, *([PairProgress("terms")] if progress else [])])
-    if trainer.is_global_zero:
-        shutil.rmtree(parts, ignore_errors=True)  # parts of an interrupted run
-    trainer.strategy.barrier()
+    # Before predict (before the processes meet): every process sees the same finished batches.
+    done = read_term_parts(parts, heal=trainer.is_global_zero)
+    data.skip_pairs({i for part in done for i in part["index"].tolist()})
+    if done and trainer.is_global_zero:
+        print(f"terms: {sum(len(p['index']) for p in done)} of {len(data.items)} pairs already computed in {parts}")
     module = ScoringModule({metric.distance.name: metric}, output="terms", channels=channels, align=align)
-    trainer.predict(module, datamodule=data, return_predictions=False)
+    if data.batches:
+        trainer.predict(module, datamodule=data, return_predictions=False)
     trainer.strategy.barrier()
     table = None
     if trainer.is_global_zero:
-        index, terms = merge_term_parts(parts, data.items)
-        shutil.rmtree(parts)
+        index, terms = merge_term_parts(read_term_parts(parts, heal=True), data.items, parts)
         table = TermTable(index, terms[0], terms[1:] if channels else None)
         if save is not None:
             save(table)
+        shutil.rmtree(parts)
     trainer.strategy.barrier()  # nobody looks for the saved table before it exists
     return table
 
@@ -130,23 +141,75 @@ def cache_file(cache_dir: str | os.PathLike, key: dict) -> Path:
     return Path(cache_dir) / f"{name}_{hashlib.sha256(text.encode()).hexdigest()[:16]}.pt"
 
 
+def table_digest(table: TermTable) -> str:
+    """sha256 of a table's tensors: stored beside them, checked on every load (a flipped byte is never used)."""
+    digest = hashlib.sha256()
+    for t in [table.index, table.layer, *(table.channel or [])]:
+        digest.update(t.contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def read_cached(path: Path, key: dict) -> TermTable | None:
+    """The table in ``path`` if it holds ``key`` and its checksum holds; None if absent or of another key. An
+    unreadable or altered file is named in one line and moved aside (the table is computed again)."""
+    if not path.is_file():
+        return None
+    try:
+        stored = load_tensors(path, "term cache")
+        table = TermTable(stored["index"], stored["layer"], stored["channel"])
+        if table_digest(table) != stored["sha256"]:
+            raise CorruptFileError(f"{path}: term cache altered (its checksum does not match its tensors)")
+    except (CorruptFileError, KeyError, TypeError) as e:
+        reason = e if isinstance(e, CorruptFileError) else f"{path}: not a term cache (no {e})"
+        print(f"{reason}: moved to {move_aside(path).name}; computing it again")
+        return None
+    same = json.dumps(stored["key"], sort_keys=True, default=str) == json.dumps(key, sort_keys=True, default=str)
+    return table if same else None
+
+
+@contextmanager
+def cache_lock(path: Path) -> Iterator[None]:
+    """Hold ``<cache file>.lock`` (process 0 of a run): a second run sharing the cache waits here, then reads the
+    table the first one wrote instead of computing it again."""
+    if fcntl is None:  # Windows: no flock; two runs at once may both compute (each writes the same table atomically)
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another run computing {path.name} (lock {f.name})")
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def cached_terms(cache_dir: str | os.PathLike, key: dict,
                  compute: Callable[[Callable[[TermTable], object]], TermTable | None]) -> tuple[TermTable | None, Path, bool]:
     """The table stored under ``key`` in ``cache_dir``, else ``compute(save)`` it (``compute_terms(..., save=save)``:
     process 0 stores it before the processes part).
 
     Returns ``(table, file, computed)``; ``table`` is None on processes other than 0 when computed. The file name
-    holds a hash of the key and the file holds the key itself, so a changed backbone, preset, window, distance,
-    dataset, transform or code never reads a stale table.
+    holds a hash of the key and the file holds the key itself and a checksum of its tensors, so a changed backbone,
+    preset, window, distance, dataset, transform or code never reads a stale table, nor a damaged file a bad one.
+    Process 0 holds the file's lock while it reads or computes it: two runs sharing a cache compute a table once.
+    DDP processes other than 0 follow their process 0 into the computation (they never take the lock).
     """
     path = cache_file(cache_dir, key)
-    if path.is_file():
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-        if json.dumps(stored["key"], sort_keys=True, default=str) == json.dumps(key, sort_keys=True, default=str):
-            return TermTable(stored["index"], stored["layer"], stored["channel"]), path, False
+    if rank_zero_only.rank != 0:
+        table = read_cached(path, key)
+        return (table, path, False) if table is not None else (compute(lambda table: None), path, True)
+    with cache_lock(path):
+        table = read_cached(path, key)
+        if table is not None:
+            return table, path, False
 
-    def save(table: TermTable) -> None:
-        record = {"key": key, "index": table.index, "layer": table.layer, "channel": table.channel}
-        atomic_save(path, record)
+        def save(table: TermTable) -> None:
+            record = {"key": key, "index": table.index, "layer": table.layer, "channel": table.channel,
+                      "sha256": table_digest(table)}
+            atomic_save(path, record)
 
-    return compute(save), path, True
+        return compute(save), path, True

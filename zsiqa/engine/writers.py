@@ -2,7 +2,7 @@
 
 ``ScoreRowsWriter`` appends every batch's rows to ``<run>/parts/rank<r>.csv`` (flushed: an interrupted run keeps them
 and a rerun skips their pairs); ``zsiqa.reporting.results.merge_parts`` writes ``scores.csv`` by index.
-``TermPartsWriter`` keeps a process's terms and writes them as one part file at the end; ``merge_term_parts`` puts
+``TermPartsWriter`` saves every batch's terms as a part file (a rerun resumes per batch); ``merge_term_parts`` puts
 them in item order. ``PairProgress`` is a progress bar in pairs.
 """
 from __future__ import annotations
@@ -16,7 +16,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from ..data import PairItem
 from ..data.datamodule import batch_pairs
-from ..files import atomic_save, load_tensors
+from ..errors import CorruptFileError
+from ..files import atomic_save, load_tensors, move_aside
 from ..reporting.results import ERROR_COLUMN, ScoreWriter
 
 
@@ -56,37 +57,44 @@ class ScoreRowsWriter(BasePredictionWriter):
 
 
 class TermPartsWriter(BasePredictionWriter):
-    """``{"index", "terms"}`` predictions of this process, saved to ``<parts_dir>/rank<r>.pt`` when predict ends."""
+    """``{"index", "terms"}`` predictions saved after every batch as ``<parts_dir>/batch<first index>.pt`` (atomic
+    writes): an interrupted computation keeps every finished batch, and a rerun computes only the other pairs."""
 
     def __init__(self, parts_dir: Path) -> None:
         super().__init__(write_interval="batch")
         self.parts_dir = Path(parts_dir)
-        self.index: list[int] = []
-        self.terms: list[list[torch.Tensor]] = []
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0) -> None:
-        self.index += prediction["index"]
-        self.terms.append(prediction["terms"])
-
-    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        part = {"index": torch.tensor(self.index, dtype=torch.long), "terms": [torch.cat(t) for t in zip(*self.terms)]}
-        atomic_save(self.parts_dir / f"rank{trainer.global_rank}.pt", part)
+        index = torch.tensor(prediction["index"], dtype=torch.long)
+        atomic_save(self.parts_dir / f"batch{int(index.min()):08d}.pt", {"index": index, "terms": prediction["terms"]})
 
 
-def merge_term_parts(parts_dir: Path, items: Sequence[PairItem]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Every process's terms in item order: ``(index [N], [layer [N, L], channel [N, C_l]...])``; each pair must
-    appear exactly once (a process without batches writes no part)."""
+def read_term_parts(parts_dir: Path, heal: bool) -> list[dict]:
+    """The readable batch parts in ``parts_dir``. An unreadable one (truncated, garbage) is left out, its pairs
+    computed again; with ``heal`` (process 0) it is named in one line and moved aside."""
+    parts = []
+    for path in sorted(Path(parts_dir).glob("batch*.pt")):
+        try:
+            part = load_tensors(path, "term part")
+            if not isinstance(part, dict) or not {"index", "terms"} <= set(part):
+                raise CorruptFileError(f"{path}: not a term part (no index and terms)")
+        except CorruptFileError as e:
+            if heal and path.exists():
+                print(f"{e}: moved to {move_aside(path).name}; its pairs are computed again")
+            continue
+        parts.append(part)
+    return parts
+
+
+def merge_term_parts(parts: list[dict], items: Sequence[PairItem], parts_dir: Path) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The batch parts' terms in item order: ``(index [N], [layer [N, L], channel [N, C_l]...])``; each pair must
+    appear exactly once."""
     position = {it.index: i for i, it in enumerate(items)}
-    rows: list[int] = []
-    columns: list[list[torch.Tensor]] = []
-    for path in sorted(Path(parts_dir).glob("rank*.pt")):
-        part = load_tensors(path, "term part")
-        rows += [position[i] for i in part["index"].tolist()]
-        columns.append(part["terms"])
+    rows = [position[i] for part in parts for i in part["index"].tolist()]
     if sorted(rows) != list(range(len(items))):
-        raise RuntimeError(f"{parts_dir}: the processes' term parts cover {len(set(rows))} of {len(items)} pairs")
+        raise RuntimeError(f"{parts_dir}: the term parts cover {len(set(rows))} of {len(items)} pairs")
     order = torch.tensor(rows, dtype=torch.long).argsort()
-    terms = [torch.cat(c)[order] for c in zip(*columns)]
+    terms = [torch.cat(c)[order] for c in zip(*(part["terms"] for part in parts))]
     return torch.tensor([it.index for it in items], dtype=torch.long), terms
 
 
