@@ -80,9 +80,9 @@ def _compare(args: argparse.Namespace) -> int:
 def _gather(args: argparse.Namespace) -> int:
     from .reporting.sweep import gather
 
-    path, text = gather(args.folder)
+    path, text, unfinished = gather(args.folder)
     print(f"{text}-> {path} and {path.with_suffix('.csv')}")
-    return 0
+    return 1 if unfinished else 0  # failed or unfinished cells: rerun the sweep
 
 
 def build_parser() -> argparse.ArgumentParser:

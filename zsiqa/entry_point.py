@@ -6,14 +6,17 @@ import ctypes
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Callable
 
 import hydra
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from .config import CONFIG_DIR, check_command_line, load, register_configs
-from .errors import run_entry_point
+from .errors import ZsiqaError, out_of_space, run_entry_point
+from .reporting.sweep import record_cell
 
 
 class _NoTips(logging.Filter):
@@ -90,11 +93,35 @@ def run_task(entry: str, cfg: DictConfig) -> None:
     """Run one job of a Hydra app: ``zsiqa.engine.evaluation.evaluate`` or ``training.train`` on the loaded config
     of ``entry``. An expected error prints one line and exits with its code. In a sweep, the job's folder gets a
     link ``run`` to its run folder (what ``zsiqa gather`` follows)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     quiet_libraries()  # again: a sweep job may run in a fresh process
     keep_freed_memory()
-    code = run_entry_point(lambda: _run(entry, cfg), f"{entry}.py")
-    if code:
-        sys.exit(code)
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        code = run_entry_point(lambda: _run(entry, cfg), f"{entry}.py")
+        if code:
+            sys.exit(code)
+        return
+    # A sweep's cell: its outcome is recorded in its job folder (then in grid.md) and a failure ends only this cell.
+    job_dir, overrides, prog = Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task), f"{entry}.py"
+    record = (lambda *a: record_cell(job_dir, overrides, *a)) if rank_zero_only.rank == 0 else (lambda *a: None)
+    record("running")
+    try:
+        _run(entry, cfg)
+    except Exception as e:  # recorded, then the sweep goes on: one bad cell must not end a 100-cell study
+        expected = e if isinstance(e, ZsiqaError) else out_of_space(e) if isinstance(e, OSError) else None
+        if expected is not None:
+            print(f"{prog}: error: {expected}", file=sys.stderr)
+            record("failed", str(expected))
+        else:  # a bug: its traceback printed and kept beside the record
+            traceback.print_exc()
+            (job_dir / "traceback.txt").write_text(traceback.format_exc())
+            first = str(e).splitlines()[0] if str(e) else ""
+            record("failed", f"{type(e).__name__}: {first} (traceback: {job_dir / 'traceback.txt'})")
+    else:
+        record("done")
 
 
 def _run(entry: str, cfg: DictConfig) -> None:

@@ -30,6 +30,12 @@ def choose_one(key: str, value: object, allowed: Iterable) -> str:
     return f"{key}={value}: choose one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}"
 
 
+def first_and_count(names: Iterable, noun: str = "files") -> str:
+    """``a.png`` or ``a.png (and 15 other files)``: long errors name the first one and a count, never every one."""
+    names = [str(n) for n in names]
+    return names[0] + (f" (and {len(names) - 1} other {noun})" if len(names) > 1 else "") if names else ""
+
+
 class ZsiqaError(Exception):
     """An expected failure with a message meant for the user; ``exit_code`` is what the entry point returns."""
 
@@ -123,5 +129,5 @@ def run_entry_point(main: Callable[[], int | None], prog: str, debug: bool = Fal
 
 __all__ = [
     "ConfigError", "CorruptFileError", "DataError", "DiskFullError", "InputError", "MissingFileError", "WeightsUnavailableError", "ZsiqaError",
-    "debug_enabled", "out_of_space", "run_entry_point", "writing",
+    "debug_enabled", "first_and_count", "out_of_space", "run_entry_point", "writing",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 import tempfile
 import uuid
@@ -82,22 +83,27 @@ def atomic_save(path: str | os.PathLike, obj: object) -> Path:
     return atomic_write(path, write)
 
 
+UNSUPPORTED_GLOBAL = r"Unsupported globals?: (?:GLOBAL )?([\w.]+)"  # torch's (and timm's) words for a refused object
+
+
 def load_tensors(path: str | os.PathLike, what: str = "file") -> object:
     """``torch.load(path, weights_only=True)`` on the CPU: tensors, numbers, strings and containers only, so no code
     in the file ever runs. A truncated, garbage or hostile file raises ``CorruptFileError`` naming ``path``."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise refused_pickle(path, e, what) from None
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CorruptFileError(f"{path}: not a readable {what} (truncated or corrupt: {first})") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+        if re.search(UNSUPPORTED_GLOBAL, str(e)):
+            raise refused_pickle(path, e, what) from None
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        first = next((line.split("error:", 1)[1].strip() or "not a torch file" for line in lines
+                      if "WeightsUnpickler error:" in line), lines[0] if lines else type(e).__name__)
+        raise CorruptFileError(f"{path}: not a readable {what} (truncated or corrupt: {first.split('. ')[0]})") from None
 
 
-def refused_pickle(path: str | os.PathLike, error: pickle.UnpicklingError, what: str = "file") -> CorruptFileError:
-    """The one line for a file that ``torch.load(weights_only=True)`` refused (here or inside timm / open_clip)."""
-    reason = next((line.strip() for line in str(error).splitlines() if "WeightsUnpickler error:" in line), "")
-    detail = reason.split("error:", 1)[1].split(" was not an allowed", 1)[0].strip() if reason else ""
+def refused_pickle(path: str | os.PathLike, error: Exception, what: str = "file") -> CorruptFileError:
+    """The one line for a file that ``torch.load(weights_only=True)`` refused (here, or inside timm / open_clip)."""
+    found = re.search(UNSUPPORTED_GLOBAL, str(error))
+    detail = f"GLOBAL {found.group(1)}" if found else ""
     return CorruptFileError(
         f"{path}: refused: this {what} holds {'Python objects (' + detail + ')' if detail else 'data'} that are not "
         "plain tensors; zsiqa loads only tensors (torch.load weights_only=True), never code from a file. Use a file "
@@ -113,3 +119,8 @@ def move_aside(path: str | os.PathLike) -> Path:
         shutil.rmtree(target)
     os.replace(path, target)
     return target
+
+
+def is_refused_pickle(error: Exception) -> bool:
+    """Whether ``error`` is torch's refusal of a pickled Python object (timm re-raises it as a RuntimeError)."""
+    return re.search(UNSUPPORTED_GLOBAL, str(error)) is not None

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -59,6 +60,8 @@ def open_image(path: str | Path, exif: str = "apply") -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
+            if exif == "ignore":
+                _warn_orientation(path, im)
             return ImageOps.exif_transpose(im) if exif == "apply" else im.copy()
     except UnidentifiedImageError:
         raise InputError(f"not an image (Pillow cannot identify its format): {path}") from None
@@ -66,6 +69,21 @@ def open_image(path: str | Path, exif: str = "apply") -> Image.Image:
         raise InputError(f"image too large to decode safely: {path} ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:  # Pillow's decoders: truncated or corrupt data
         raise InputError(_decode_failure(path, size, e)) from None
+
+
+_ORIENTATION = 0x0112  # the EXIF tag; 1 = stored upright
+_warned: set[Path] = set()
+
+
+def _warn_orientation(path: Path, im: Image.Image) -> None:
+    """One line per file (per process) when an EXIF orientation other than upright is ignored: the pixels compared
+    are then rotated or mirrored from how the photo is shown."""
+    orientation = im.getexif().get(_ORIENTATION, 1)
+    if orientation != 1 and path not in _warned:
+        _warned.add(path)
+        print(f"warning: {path}: EXIF orientation {orientation} ignored (exif=ignore, the paper preset's default, "
+              "compares the pixels as stored, as the official code does); exif=apply turns them upright "
+              "(evaluate.py / train.py: data.exif=apply; zsiqa score: --exif apply)", file=sys.stderr)
 
 
 def _decode_failure(path: Path, size: int, err: Exception) -> str:

@@ -149,7 +149,8 @@ def test_geometric_suite_cells_gather_into_one_table(tmp_path, demo_root):
             "distance=[deepssim,l2]", "baselines=[psnr]", f"transform={transform}", f"data.root={demo_root}",
             "data.limit=8", f"run.out={tmp_path / 'runs'}", "run.num_workers=0", "run.accelerator=cpu",
         ]))
-    path, grid = gather(tmp_path / "runs")
+    path, grid, unfinished = gather(tmp_path / "runs")
+    assert unfinished == 0
     assert path == tmp_path / "runs" / "grid.md" and path.read_text() == grid
     assert "demo rotate@5 SRCC" in grid and "demo scale@-25 PLCC" in grid
     assert f"| {BACKBONE} deepssim |" in grid and "| psnr |" in grid

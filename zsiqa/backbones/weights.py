@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, MissingFileError, WeightsUnavailableError
-from ..files import refused_pickle
+from ..files import is_refused_pickle, refused_pickle
 from .registry import BACKBONES
 
 TIMM_PREFIX = "timm:"
@@ -184,7 +184,9 @@ def create_timm(backbone: str, model_name: str, pretrained: bool, weights: str |
         _check_file(backbone, weights)
         try:
             return timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(file=weights), **kwargs)
-        except pickle.UnpicklingError as e:
+        except (pickle.UnpicklingError, RuntimeError) as e:
+            if not is_refused_pickle(e):
+                raise
             raise refused_pickle(weights, e, "weights file") from None
     if not pretrained:
         return timm.create_model(model_name, pretrained=False, **kwargs)
@@ -206,7 +208,9 @@ def create_open_clip(backbone: str, arch: str, tag: str, pretrained: bool, weigh
         if scripted is None:
             try:
                 return open_clip.create_model(arch, pretrained=weights)
-            except pickle.UnpicklingError as e:
+            except (pickle.UnpicklingError, RuntimeError) as e:
+                if not is_refused_pickle(e):
+                    raise
                 raise refused_pickle(weights, e, "weights file") from None
         model = open_clip.create_model(arch, pretrained=None)
         try:

@@ -105,6 +105,9 @@ def read(spec: DatasetSpec, root: str | os.PathLike | None, strict: bool = True,
     index: dict[tuple[str, str], FileIndex] = {}
 
     def find(name: str, where: str, what: str, roots: list[Path], recursive: bool) -> Path | None:
+        if Path(name).is_absolute() or ".." in Path(name.replace("\\", "/")).parts:
+            raise DataError(f"{where}: the {what} {name!r} is outside the dataset folder {root}; a label file names "
+                            "images inside its dataset's folder (fix the line, or copy the image into the folder)")
         sub, _, base = name.rpartition("/")  # a name may hold one sub-folder of the dataset's folders
         if (what, sub) not in index:
             index[what, sub] = FileIndex([f / sub for f in roots], recursive=recursive)

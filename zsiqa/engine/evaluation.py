@@ -27,14 +27,26 @@ from .run_folder import refuse_to_resume
 from .scoring import ScoringModule
 from .writers import PairProgress, ScoreRowsWriter
 
-# What determines the scores: a run folder holding results of other values cannot be resumed.
-SCORE_KEYS = ("backbone", "distance", "baselines", "preset", "trained", "data", "transform", "align")
-SCORE_RUN_KEYS = ("precision", "seed", "max_windows_per_batch")  # run.* keys that change scores (seed: paper swd)
+# Keys that cannot change a pair's scores nor whether the run succeeds; every other key of the config enters the run
+# folder's hash, so two configurations share a folder only when their results are the same. Tested to leave the
+# scores unchanged (tests/engine/test_run_identity.py): batches, workers, processes and the reference cache change how
+# the work is cut, not what each pair computes.
+NOT_SCORE_KEYS = ("logger", "run.out", "run.name", "run.resume", "run.batch_size", "run.batch_windows",
+                  "run.num_workers", "run.devices", "run.ref_cache", "trainer.devices")
 
 
 def score_settings(values: dict) -> dict:
-    """Everything that changes the scores, from a config's plain values (``plain(cfg)``, or a saved config.yaml)."""
-    return {**{k: values.get(k) for k in SCORE_KEYS}, **{f"run.{k}": values["run"].get(k) for k in SCORE_RUN_KEYS}}
+    """Everything that changes the scores or the outcome, from a config's plain values (``plain(cfg)``, or a saved
+    config.yaml), as dotted keys: the whole config but ``NOT_SCORE_KEYS``."""
+    return {k: v for k, v in _flatten(values).items()
+            if not any(k == n or k.startswith(n + ".") for n in NOT_SCORE_KEYS)}
+
+
+def _flatten(values: dict, prefix: str = "") -> dict:
+    flat = {}
+    for k, v in values.items():
+        flat.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return flat
 
 
 def run_dir_for(cfg: EvaluateConfig) -> Path:
@@ -61,11 +73,25 @@ def _prepare(run_dir: Path, cfg: EvaluateConfig) -> set[int]:
     saved_path = run_dir / "config.yaml"
     if cfg.run.resume and saved_path.exists():
         saved, now = score_settings(yaml.safe_load(saved_path.read_text())), score_settings(plain(cfg))
-        refuse_to_resume(run_dir, "results", [k for k in now if saved[k] != now[k]])
+        refuse_to_resume(run_dir, "results", sorted(k for k in {*saved, *now} if saved.get(k) != now.get(k)))
     elif not cfg.run.resume and run_dir.exists() and rank_zero_only.rank == 0:
         for p in [run_dir / "scores.csv", saved_path, *run_dir.glob("parts/rank*.csv")]:
             p.unlink(missing_ok=True)
     return set(read_rows(run_dir)) if run_dir.exists() else set()
+
+
+def _finished(run_dir: Path, cfg: EvaluateConfig, done: set[int]) -> dict | None:
+    """The summary of a run folder that already holds this exact config's complete results (a rerun of a sweep skips
+    its finished cells without building a backbone), else None."""
+    path = run_dir / "summary.json"
+    if not cfg.run.resume or not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except ValueError:
+        return None  # a damaged summary is simply written again
+    complete = isinstance(summary, dict) and summary.get("n_items") == len(done) and summary.get("config") == plain(cfg)
+    return summary if complete and (run_dir / "scores.csv").is_file() else None
 
 
 def evaluate(cfg: EvaluateConfig) -> dict | None:
@@ -73,6 +99,12 @@ def evaluate(cfg: EvaluateConfig) -> dict | None:
     L.seed_everything(cfg.run.seed, verbose=False)  # the paper's swd draws from the global RNG, seeded 0
     run_dir = run_dir_for(cfg)
     done = _prepare(run_dir, cfg)
+    finished = _finished(run_dir, cfg, done)
+    if finished is not None:
+        if rank_zero_only.rank != 0:
+            return None
+        print(f"{run_dir}: already complete ({finished['n_items']} pairs; run.resume=false scores it again)")
+        return finished
     label = cfg.transform.label
     trainer = build_trainer(cfg.trainer, [ScoreRowsWriter(run_dir, label), PairProgress()])
     metrics = build_metrics(cfg, trainer.strategy.root_device)  # on the final device: the precision depends on it

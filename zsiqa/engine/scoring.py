@@ -17,7 +17,7 @@ import torch
 from ..baselines import Baseline
 from ..choices import Align, OnBadImage
 from ..data.datamodule import failed_groups
-from ..errors import InputError
+from ..errors import InputError, first_and_count
 from ..images import to_float
 from ..metric import Features, FRMetric, align_pair, score_pairs
 
@@ -155,5 +155,5 @@ class ScoringModule(L.LightningModule):
         """The distorted image files of pairs ``index`` (their indices when no data module is attached)."""
         datamodule = self._trainer.datamodule if self._trainer is not None else None
         if datamodule is None:
-            return "pairs " + ", ".join(map(str, index))
-        return ", ".join(str(datamodule.by_index[i].dis) for i in index)
+            return "pair " + first_and_count(index, "pairs")
+        return first_and_count(datamodule.by_index[i].dis for i in index)

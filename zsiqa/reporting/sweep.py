@@ -3,6 +3,8 @@
 Works whatever ran the cells (one process, local processes, SLURM jobs): a sweep folder holds one folder per job with
 a link ``run`` to the job's run folder, and ``gather(folder)`` reads every ``summary.json`` found under ``folder``
 (following links). ``GatherSweep`` does it when a Hydra multirun ends; ``zsiqa gather DIR`` does it any time later.
+Every job folder also holds ``cell.json`` (its overrides and status: running, done or failed with the error line):
+failed and unfinished cells are listed under the table, and a sweep with any exits non-zero after writing it.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import csv
 import io
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,40 @@ from omegaconf import DictConfig
 from ..config import EvaluateConfig, saved_config
 from ..errors import MissingFileError
 from ..files import atomic_write_text
+
+
+CELL_FILE = "cell.json"
+
+
+def record_cell(job_dir: str | os.PathLike, overrides: list[str], status: str, error: str | None = None) -> None:
+    """Write ``<job>/cell.json``: the cell's overrides and its status (running, done, failed) with the error line."""
+    record = {"overrides": overrides, "status": status, **({"error": error} if error else {})}
+    atomic_write_text(Path(job_dir) / CELL_FILE, json.dumps(record, indent=1))
+
+
+def find_cells(folder: str | os.PathLike) -> list[dict]:
+    """The ``cell.json`` records of the jobs under ``folder`` (run folders behind links not entered), in path order."""
+    cells = []
+    for parent, _, files in sorted(os.walk(folder)):
+        if CELL_FILE in files:
+            path = Path(parent) / CELL_FILE
+            try:
+                cell = json.loads(path.read_text())
+            except ValueError:
+                cell = {"overrides": [], "status": "failed", "error": f"{path}: unreadable"}
+            cells.append({**cell, "job": path.parent.name})
+    return cells
+
+
+def find_unfinished(folder: str | os.PathLike) -> list[dict]:
+    """The cells under ``folder`` that failed or never finished (killed)."""
+    return [c for c in find_cells(folder) if c.get("status") != "done"]
+
+
+def failed_lines(cells: list[dict]) -> list[str]:
+    """One Markdown line per failed or unfinished cell."""
+    return [f"- job {c['job']} `{' '.join(c.get('overrides', []))}`: "
+            + (f"failed: {c['error']}" if c.get("status") == "failed" else "unfinished (interrupted)") for c in cells]
 
 
 def find_summaries(folder: str | os.PathLike) -> list[dict]:
@@ -71,31 +108,44 @@ def grid_csv(summaries: list[dict]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["backbone", "data", "transform", "preset", "metric", "plcc", "srcc", "krcc", "plcc_fit", "n_scored",
-                     "run_dir"])
+                     "run_dir", "status", "error", "overrides"])
     for s in summaries:
         cfg = saved_config("evaluate", s["config"])
         for metric, m in s["metrics"].items():
             writer.writerow([cfg.backbone.name, cfg.data.name, cfg.transform.label,
                              cfg.preset, metric, m["plcc"], m["srcc"], m.get("krcc"), m.get("plcc_fit"),
-                             m["n_scored"], s.get("run_dir", "")])
+                             m["n_scored"], s.get("run_dir", ""), "done", "", ""])
     return out.getvalue()
 
 
-def write_grid(folder: str | os.PathLike, summaries: list[dict]) -> tuple[Path, str]:
-    """Write ``grid.md`` and ``grid.csv`` of ``summaries`` into ``folder``; returns the table's path and text."""
-    text = grid_markdown(summaries)
+def write_grid(folder: str | os.PathLike, summaries: list[dict], unfinished: list[dict] = ()) -> tuple[Path, str]:
+    """Write ``grid.md`` and ``grid.csv`` of ``summaries`` (and the ``unfinished`` cells: listed under the table, one
+    row each in the CSV) into ``folder``; returns the table's path and text."""
+    text = grid_markdown(summaries) if summaries else "No cell finished.\n"
+    if unfinished:
+        text += f"\n{len(unfinished)} cell(s) failed or unfinished (rerun the sweep: finished cells are skipped):\n"
+        text += "\n".join(failed_lines(list(unfinished))) + "\n"
     path = atomic_write_text(Path(folder) / "grid.md", text)
-    atomic_write_text(path.with_suffix(".csv"), grid_csv(summaries))
+    rows = grid_csv(summaries)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    for c in unfinished:
+        writer.writerow(["", "", "", "", "", "", "", "", "", "", "", c.get("status"), c.get("error", "unfinished"),
+                         " ".join(c.get("overrides", []))])
+    atomic_write_text(path.with_suffix(".csv"), rows + out.getvalue())
     return path, text
 
 
-def gather(folder: str | os.PathLike) -> tuple[Path, str]:
-    """``write_grid`` of every evaluation run under ``folder`` (a sweep folder, or any folder of run folders)."""
+def gather(folder: str | os.PathLike) -> tuple[Path, str, int]:
+    """``write_grid`` of every evaluation run under ``folder`` (a sweep folder, or any folder of run folders) and of
+    its failed or unfinished cells; returns the table's path, its text and the number of such cells."""
     summaries = find_summaries(folder)
-    if not summaries:
+    unfinished = find_unfinished(folder)
+    if not summaries and not unfinished:
         raise MissingFileError(f"{folder}: no summary.json of an evaluation run under it (a sweep folder links each "
                                "job's run folder as <job>/run)")
-    return write_grid(folder, summaries)
+    path, text = write_grid(folder, summaries, unfinished)
+    return path, text, len(unfinished)
 
 
 class GatherSweep(Callback):
@@ -103,7 +153,12 @@ class GatherSweep(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         folder = Path(config.hydra.sweep.dir)
-        summaries = find_summaries(folder) if folder.is_dir() else []
-        if summaries:
-            path, text = write_grid(folder, summaries)
-            print(f"\nSweep ({len(summaries)} runs) -> {path}\n{text}")
+        if not folder.is_dir():
+            return
+        summaries, unfinished = find_summaries(folder), find_unfinished(folder)
+        path, text = write_grid(folder, summaries, unfinished)
+        print(f"\nSweep ({len(summaries)} runs) -> {path}\n{text}")
+        if unfinished:  # after the table: the sweep's exit code says that some cells need a rerun
+            print(f"sweep: error: {len(unfinished)} of {len(find_cells(folder))} cells failed or did not finish; see {path}",
+                  file=sys.stderr)
+            sys.exit(1)
