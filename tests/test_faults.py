@@ -253,7 +253,7 @@ def trained_state(run: Path) -> dict:
     return torch.load(run / "trained.pt", weights_only=True)["state"]
 
 
-@pytest.mark.parametrize("where,sig", [("terms", "KILL"), ("fit", "KILL"), ("fit", "INT")])
+@pytest.mark.parametrize("where,sig", [("terms", "KILL"), ("terms", "INT"), ("fit", "KILL"), ("fit", "INT")])
 def test_train_killed_resumes_to_the_same_head_bit_for_bit(demo, tmp_path, where, sig, capsys):
     train_cfg = compose_config("train", train_args(demo, tmp_path, "run.name=whole", f"run.cache_dir={tmp_path}/c1"))
     from zsiqa.engine.training import train
@@ -273,6 +273,27 @@ def test_train_killed_resumes_to_the_same_head_bit_for_bit(demo, tmp_path, where
     whole, cut = trained_state(tmp_path / "whole"), trained_state(tmp_path / "cut")
     assert all(torch.equal(whole[k], cut[k]) for k in whole)
     assert summary["best_epoch"] == json.loads((tmp_path / "whole" / "summary.json").read_text())["best_epoch"]
+
+
+def test_terms_cut_in_one_process_resume_in_two(demo, tmp_path):
+    """Batches computed before a kill are kept whatever the number of processes of the rerun (DDP, gloo)."""
+    args = train_args(demo, tmp_path, "run.name=cut", "trainer.max_epochs=2")
+    proc = python(TRAIN_KILLED.format(where="terms", sig="KILL", args=args))
+    assert proc.returncode == -signal.SIGKILL
+    (parts,) = (tmp_path / "cache").glob("*.parts")
+    kept = len(list(parts.glob("batch*.pt")))
+    assert kept >= 3
+    ddp = command("train.py", *args, "run.devices=2")
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    assert f"terms: {kept * 4} of 48 pairs already computed" in ddp.stdout and not parts.exists()
+    (cache,) = (tmp_path / "cache").glob("*.pt")
+    from zsiqa.engine.training import train
+
+    whole = train(compose_config("train", train_args(demo, tmp_path, "run.name=whole", "trainer.max_epochs=2",
+                                                     f"run.cache_dir={tmp_path}/fresh")))
+    (fresh,) = (tmp_path / "fresh").glob("*.pt")
+    assert torch.equal(torch.load(cache, weights_only=True)["layer"], torch.load(fresh, weights_only=True)["layer"])
+    assert whole["trained"] == json.loads((tmp_path / "cut" / "summary.json").read_text())["trained"]
 
 
 def test_corrupt_caches_parts_and_checkpoints_heal(demo, tmp_path, capsys):

@@ -41,7 +41,7 @@ def test_defaults_resolve_groups():
     assert cfg.trainer["_target_"] == "lightning.Trainer" and cfg.trainer["accelerator"] == cfg.run.accelerator
     train = compose_config("train")
     assert isinstance(train, TrainConfig) and [t.name for t in train.test] == ["demo"]
-    assert train.trainer["max_epochs"] == 30 and list(train.callbacks) == ["best", "early_stopping"]
+    assert train.trainer["max_epochs"] == 30 and list(train.callbacks) == ["best", "last", "early_stopping"]
 
 
 def test_overrides_lists_dotted_keys_and_any_backbone():
@@ -231,8 +231,9 @@ def test_lightning_objects_come_from_the_config_and_the_command_line(tmp_path):
     cfg = compose_config("train", ["trainer.max_epochs=3", "callbacks.early_stopping.patience=2",
                                    "+callbacks.timer._target_=lightning.pytorch.callbacks.Timer"])
     callbacks = build_callbacks(cfg.callbacks, tmp_path)
-    assert [type(c) for c in callbacks] == [ModelCheckpoint, EarlyStopping, Timer]
-    assert callbacks[0].dirpath == str(tmp_path / "checkpoints") and callbacks[1].patience == 2
+    assert [type(c) for c in callbacks] == [ModelCheckpoint, ModelCheckpoint, EarlyStopping, Timer]
+    assert callbacks[0].dirpath == str(tmp_path / "checkpoints") and callbacks[2].patience == 2
+    assert callbacks[1].filename == "last" and callbacks[1].monitor is None  # written every epoch
     logger = build_logger(cfg.logger, tmp_path)
     trainer = build_trainer(cfg.trainer, callbacks, logger=logger)
     assert trainer.max_epochs == 3 and trainer.logger is logger and logger.save_dir == str(tmp_path)

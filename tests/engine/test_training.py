@@ -171,6 +171,10 @@ def test_compute_terms_matches_the_metric_pair_by_pair(dataset):
         expected = metric.layer_terms(metric.features(it.ref), metric.features(it.dis))[0]
         torch.testing.assert_close(table.layer[row], expected, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(torch.stack([c.sum(1) for c in table.channel], 1), table.layer, rtol=1e-5, atol=1e-7)
+    # run.batch_size is outside the run folder's hash (NOT_RESULT_KEYS): it cuts the work, the terms stay the same
+    other = compute_terms(metric, demo_data(dataset, limit=20, batch_size=7), channels=True, progress=False)
+    assert other.index.tolist() == table.index.tolist()
+    torch.testing.assert_close(other.layer, table.layer, rtol=1e-5, atol=1e-7)
 
 
 def test_cache_hits_without_the_backbone_and_invalidates_on_backbone_preset_data(dataset, tmp_path):
@@ -413,6 +417,12 @@ def test_run_folder_name_is_as_documented():
 def test_sweep_cells_get_one_run_folder_each():
     runs = [compose_config("train", [f"distance={d}", f"loss={loss}"]) for d in ("l2", "cos") for loss in ("fidelity", "plcc")]
     assert len({train_dir_for(c) for c in runs}) == 4
+    # Keys that can change the terms or the fit give other folders; how the work is cut does not.
+    base = train_dir_for(runs[0])
+    for key in ("run.precision=bf16", "data.limit=10", "run.max_image_side=100", "backbone.pretrained=false", "test=[]"):
+        assert train_dir_for(compose_config("train", ["distance=l2", "loss=fidelity", key])) != base, key
+    for key in ("run.batch_size=3", "run.num_workers=4", "run.devices=2", "logger=wandb", "run.cache_dir=/c"):
+        assert train_dir_for(compose_config("train", ["distance=l2", "loss=fidelity", key])) == base, key
     kadid = compose_config("train", ["experiment=train_kadid_sweep", "data.root=/k"])
     assert kadid.logger["_target_"].endswith("wandb_logger") and kadid.logger["group"] == "train_kadid_sweep"
 

@@ -23,7 +23,7 @@ from ..reporting.results import ERROR_COLUMN, ITEM_COLUMNS, merge_parts, read_ro
 from ..reporting.summary import scatter_plot, summarize, summary_table, write_summary
 from ..reporting.wandb_log import describe_run, log_evaluation
 from .build import align_policy, build_datamodule, build_logger, build_metrics, build_trainer, image_windows
-from .run_folder import refuse_to_resume
+from .run_folder import identity, refuse_to_resume
 from .scoring import ScoringModule
 from .writers import PairProgress, ScoreRowsWriter
 
@@ -38,15 +38,7 @@ NOT_SCORE_KEYS = ("logger", "run.out", "run.name", "run.resume", "run.batch_size
 def score_settings(values: dict) -> dict:
     """Everything that changes the scores or the outcome, from a config's plain values (``plain(cfg)``, or a saved
     config.yaml), as dotted keys: the whole config but ``NOT_SCORE_KEYS``."""
-    return {k: v for k, v in _flatten(values).items()
-            if not any(k == n or k.startswith(n + ".") for n in NOT_SCORE_KEYS)}
-
-
-def _flatten(values: dict, prefix: str = "") -> dict:
-    flat = {}
-    for k, v in values.items():
-        flat.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
-    return flat
+    return identity(values, NOT_SCORE_KEYS)
 
 
 def run_dir_for(cfg: EvaluateConfig) -> Path:

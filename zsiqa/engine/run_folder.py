@@ -1,10 +1,25 @@
-"""Run folders: the one check that a folder holds results of this config."""
+"""Run folders: what identifies one (every key of a config but those that cannot change its results) and the one
+check that a folder holds results of this config."""
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
 
 from ..errors import ConfigError
+
+
+def identity(values: dict, not_result_keys: Iterable[str]) -> dict:
+    """A config's plain values as dotted keys, without ``not_result_keys`` (and the keys below them): what a run
+    folder's hash covers, so two configurations share a folder only when their results are the same."""
+    excluded = tuple(not_result_keys)
+    return {k: v for k, v in _flatten(values).items() if not any(k == n or k.startswith(n + ".") for n in excluded)}
+
+
+def _flatten(values: dict, prefix: str = "") -> dict:
+    flat = {}
+    for k, v in values.items():
+        flat.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return flat
 
 
 def changed_keys(saved: Mapping, now: Mapping, keys: Iterable[str]) -> list[str]:

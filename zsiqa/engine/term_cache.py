@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from .. import __version__

@@ -52,7 +52,7 @@ from .build import (
     image_windows,
 )
 from .fitting import WeightsFit
-from .run_folder import changed_keys, refuse_to_resume
+from .run_folder import changed_keys, identity, refuse_to_resume
 from .split import positions_of, split_by_reference
 from .term_cache import cache_file, cached_terms, compute_terms, term_cache_key
 
@@ -61,15 +61,20 @@ TRAIN_KEYS = ("backbone", "distance", "preset", "weighting", "loss", "data", "tr
               "callbacks")
 
 
+# Keys that change neither the terms nor the fit (how the backbone work is cut, where things go, the logger); every
+# other key enters the run folder's hash.
+NOT_RESULT_KEYS = ("logger", "run.out", "run.name", "run.resume", "run.batch_size", "run.batch_windows",
+                   "run.num_workers", "run.devices", "run.cache_dir", "predict_trainer.devices")
+
+
 def train_dir_for(cfg: TrainConfig) -> Path:
-    """``<out>/<data>/<backbone>_<distance>_<preset>_<weighting>_<loss>[_<transform>]_<hash of split, optim,
-    trainer and callbacks>``."""
+    """``<out>/<data>/<backbone>_<distance>_<preset>_<weighting>_<loss>[_<transform>]_<hash>``: the hash covers every
+    key but ``NOT_RESULT_KEYS``, so runs that can end differently never share a folder."""
     if cfg.run.name:
         return Path(cfg.run.out) / cfg.run.name
     tlabel = cfg.transform.label
-    values = plain(cfg)
-    fit = [values[k] for k in ("split", "optim", "trainer", "callbacks")]
-    settings = hashlib.sha256(json.dumps(fit, sort_keys=True).encode()).hexdigest()[:6]
+    settings = hashlib.sha256(json.dumps(identity(plain(cfg), NOT_RESULT_KEYS), sort_keys=True,
+                                         default=str).encode()).hexdigest()[:6]
     name = "_".join([cfg.backbone.name, cfg.distance, str(cfg.preset), str(cfg.weighting), cfg.loss]
                     + ([tlabel] if tlabel != "none" else []) + [settings])
     return Path(cfg.run.out) / cfg.data.name / re.sub(r"[^A-Za-z0-9_.@-]+", "-", name)

@@ -23,7 +23,6 @@ from ..config import EvaluateConfig, saved_config
 from ..errors import MissingFileError
 from ..files import atomic_write_text
 
-
 CELL_FILE = "cell.json"
 
 
