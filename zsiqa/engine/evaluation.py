@@ -96,7 +96,7 @@ def evaluate(cfg: EvaluateConfig) -> dict | None:
         if rank_zero_only.rank != 0:
             return None
         print(f"{run_dir}: already complete ({finished['n_items']} pairs; run.resume=false scores it again)")
-        return finished
+        return {**finished, "pairs_scored_now": 0}
     label = cfg.transform.label
     trainer = build_trainer(cfg.trainer, [ScoreRowsWriter(run_dir, label), PairProgress()])
     metrics = build_metrics(cfg, trainer.strategy.root_device)  # on the final device: the precision depends on it
