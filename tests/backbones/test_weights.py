@@ -125,5 +125,50 @@ def test_url_weights_download_into_the_torch_hub_cache(tmp_path, monkeypatch):
     path = download("tiny_url")
     assert path == str(tmp_path / "torch" / "hub" / "checkpoints" / "tiny-0123.pth")
     assert torch.equal(torch.load(path)["w"], torch.arange(3.0))
-    with pytest.raises(WeightsUnavailableError, match="gone.pth.*downloading it failed.*zsiqa download gone_url"):
+    with pytest.raises(WeightsUnavailableError, match="gone.pth.*downloading them failed.*zsiqa download gone_url"):
         download("gone_url")
+
+
+UNREACHABLE_HUB = "http://127.0.0.1:9"  # the discard port: connection refused at once, whatever this machine's network
+
+
+def test_unreachable_hub_is_one_line_at_once_naming_both_fixes(tmp_path):
+    """No cached weights and no network: one line (zsiqa download, HF_HUB_OFFLINE=1), not a minute of retries."""
+    import subprocess
+    import sys
+    import time
+
+    from PIL import Image
+
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (32, 32)).save(tmp_path / name)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT=UNREACHABLE_HUB, HF_HUB_CACHE=str(tmp_path / "hf"), TORCH_HOME=str(tmp_path / "torch"))
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "zsiqa.cli", "score", "a.png", "b.png"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 1 and "Retrying" not in proc.stderr and elapsed < 30  # huggingface_hub retries ~60 s
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("zsiqa: error: backbone 'dino_vitb16': pretrained weights are not available")
+    assert "no connection to 127.0.0.1:9" in line and "zsiqa download dino_vitb16" in line
+    assert "set HF_HUB_OFFLINE=1" in line
+
+
+def test_cached_weights_load_when_the_hub_is_unreachable(tmp_path, monkeypatch):
+    """Weights in the Hugging Face cache and no network: read from the cache at once (the hub runs offline for the
+    load only)."""
+    from huggingface_hub import constants
+
+    saved = {k: v.contiguous() + 1 for k, v in timm.create_model("test_vit").state_dict().items()}
+    snapshot = tmp_path / "hf" / "models--timm--test_vit.r160_in1k" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    save_file(saved, snapshot / "model.safetensors")
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "ENDPOINT", UNREACHABLE_HUB)
+    bb = create_backbone("timm:test_vit.r160_in1k", pretrained=True)
+    _assert_loaded(bb.model, saved)
+    assert constants.HF_HUB_OFFLINE is False  # offline only while loading

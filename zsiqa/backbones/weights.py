@@ -11,7 +11,10 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import socket
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Union
 from urllib.parse import urlparse
@@ -26,6 +29,9 @@ from .registry import BACKBONES
 TIMM_PREFIX = "timm:"
 OPEN_CLIP_PREFIX = "open_clip:"
 RANDOM_TAGS = ("", "none")
+# Seconds to wait for a TCP connection to a weights host before taking the network as unreachable. The libraries'
+# own downloads retry for about a minute (huggingface_hub's backoff) and torch hub's have no timeout at all.
+PROBE_TIMEOUT = 3.0
 # How each entry point takes a local checkpoint, for messages raised below all of them.
 WEIGHTS_OPTION = ("--weights PATH (zsiqa score), weights=PATH (create_metric / create_backbone) or "
                   "backbone.weights=PATH (evaluate.py / train.py)")
@@ -191,10 +197,12 @@ def create_timm(backbone: str, model_name: str, pretrained: bool, weights: str |
     if not pretrained:
         return timm.create_model(model_name, pretrained=False, **kwargs)
     source = TimmWeights(model_name)
-    try:
-        return timm.create_model(model_name, pretrained=True, **kwargs)
-    except OSError as e:  # huggingface_hub LocalEntryNotFoundError / OfflineModeIsEnabled, urllib URLError
-        raise _unavailable(backbone, source.location(), "timm", e) from e
+    cfg = timm_pretrained_cfg(model_name)
+    with _cache_when_unreachable(None if cfg.get("hf_hub_id") else cfg["url"], _torch_hub_file(cfg.get("url"))) as why:
+        try:
+            return timm.create_model(model_name, pretrained=True, **kwargs)
+        except OSError as e:  # huggingface_hub LocalEntryNotFoundError / OfflineModeIsEnabled, urllib URLError
+            raise _unavailable(backbone, source.location(), "timm", e, why) from e
 
 
 def create_open_clip(backbone: str, arch: str, tag: str, pretrained: bool, weights: str | None) -> nn.Module:
@@ -245,21 +253,69 @@ def _fetch_open_clip(backbone: str, arch: str, tag: str) -> str:
     import open_clip
 
     cfg = open_clip_pretrained_cfg(arch, tag)
-    try:
-        return open_clip.download_pretrained(cfg)
-    except OSError as e:  # FileNotFoundError wrapping huggingface_hub errors, urllib URLError
-        raise _unavailable(backbone, OpenClipWeights(arch, tag).location(), "open_clip", e) from e
+    url = None if cfg.get("hf_hub") else cfg["url"]
+    cached = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(urlparse(url).path)) if url else None
+    with _cache_when_unreachable(url, cached) as why:
+        try:
+            return open_clip.download_pretrained(cfg)
+        except OSError as e:  # FileNotFoundError wrapping huggingface_hub errors, urllib URLError
+            raise _unavailable(backbone, OpenClipWeights(arch, tag).location(), "open_clip", e, why) from e
 
 
 def _fetch_url(backbone: str, source: UrlWeights) -> str:
     path = source.cached_file()
     if not os.path.isfile(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        try:
-            torch.hub.download_url_to_file(source.url, path)
-        except OSError as e:  # urllib URLError / HTTPError
-            raise _unavailable(backbone, source.location(), "torch hub", e) from e
+        with _cache_when_unreachable(source.url, path) as why:
+            if why:  # torch hub's download has no timeout: not tried
+                raise _unavailable(backbone, source.location(), "torch hub", ConnectionError(why), why)
+            try:
+                torch.hub.download_url_to_file(source.url, path)
+            except OSError as e:  # urllib URLError / HTTPError
+                raise _unavailable(backbone, source.location(), "torch hub", e, why) from e
     return path
+
+
+def _torch_hub_file(url: str | None) -> str | None:
+    """Where torch hub caches a checkpoint URL (timm's and torchvision's URL weights)."""
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(url).path)) if url else None
+
+
+def unreachable(url: str, timeout: float = PROBE_TIMEOUT) -> str | None:
+    """None when a TCP connection to ``url``'s host opens within ``timeout`` seconds, else why not (one line)."""
+    parts = urlparse(url)
+    if parts.scheme not in ("http", "https"):
+        return None  # file:// and the like: nothing to connect to
+    host, port = parts.hostname or "", parts.port or (80 if parts.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        return f"the network is unreachable: no connection to {host}:{port} ({e.strerror or type(e).__name__})"
+    return None
+
+
+@contextmanager
+def _cache_when_unreachable(url: str | None, cached_file: str | None) -> Iterator[str | None]:
+    """Load weights from the caches only, at once, when their host cannot be reached, instead of the libraries'
+    minute of retries. ``url``: a plain download (None: the Hugging Face Hub, which then runs in offline mode inside
+    the block). Yields why downloading is impossible (None when it may be tried)."""
+    from huggingface_hub import constants
+
+    if url is not None:
+        yield None if (cached_file and os.path.isfile(cached_file)) else unreachable(url)
+        return
+    if constants.HF_HUB_OFFLINE:
+        yield "HF_HUB_OFFLINE=1 forbids downloading"
+        return
+    why = unreachable(constants.ENDPOINT)
+    if why is None:
+        yield None
+        return
+    constants.HF_HUB_OFFLINE = True  # read at every request: cache hits only, no retries
+    try:
+        yield why
+    finally:
+        constants.HF_HUB_OFFLINE = False
 
 
 def _timm_cached_file(model_name: str) -> str:
@@ -284,17 +340,16 @@ def _check_file(backbone: str, weights: str) -> None:
                                f"local checkpoint (.pth, .bin, .safetensors, or OpenAI's TorchScript .pt for CLIP)")
 
 
-def _unavailable(backbone: str, location: str, library: str, cause: Exception) -> WeightsUnavailableError:
-    from huggingface_hub import is_offline_mode
-
-    hub_offline = is_offline_mode() and "Hugging Face Hub" in location
-    why = "HF_HUB_OFFLINE=1 forbids downloading" if hub_offline else "downloading it failed"
+def _unavailable(backbone: str, location: str, library: str, cause: Exception,
+                 why: str | None) -> WeightsUnavailableError:
     first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    because = why or f"downloading them failed ({type(cause).__name__}: {first_line})"
+    hub_hint = "Hugging Face Hub" in location and not (why and why.startswith("HF_HUB_OFFLINE"))
+    offline = " On a machine without network, set HF_HUB_OFFLINE=1 so that only the caches are read." if hub_hint else ""
     return WeightsUnavailableError(
         f"backbone {backbone!r}: pretrained weights are not available. It needs {location}; they are not in the "
-        f"local cache of {library} and {why}. Fix: run `zsiqa download {backbone}` once on a machine with network "
-        f"access (it fills the cache), or use a local checkpoint file: {WEIGHTS_OPTION}. "
-        f"[cause: {type(cause).__name__}: {first_line}]"
+        f"local cache of {library} and {because}. Fix: run `zsiqa download {backbone}` once on a machine with network "
+        f"access (it fills the cache), or use a local checkpoint file: {WEIGHTS_OPTION}.{offline}"
     )
 
 
