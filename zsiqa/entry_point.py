@@ -18,19 +18,23 @@ from .config import CONFIG_DIR, check_command_line, load, register_configs
 from .errors import ZsiqaError, out_of_space, run_entry_point
 from .reporting.sweep import record_cell
 
+# Lightning's promotional tips and its per-Trainer accelerator banners (train.py builds two Trainers: two banners);
+# zsiqa.engine.build prints one device line instead.
+_DROPPED = ("💡 Tip", "GPU available:", "TPU available:", "HPU available:", "LOCAL_RANK:")
+
 
 class _NoTips(logging.Filter):
-    """Drops Lightning's promotional "💡 Tip: ... litlogger / litmodels" lines."""
+    """Drops Lightning's promotional tips and accelerator banners (``_DROPPED``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip")
+        return not str(record.msg).startswith(_DROPPED)
 
 
 _NO_TIPS = _NoTips()
 
 def quiet_libraries() -> None:
-    """Drop Lightning's promotional tips (the pytree deprecation warning is silenced where the engine imports
-    Lightning, ``zsiqa/engine/__init__.py``)."""
+    """Drop Lightning's promotional tips and accelerator banners (the pytree deprecation warning is silenced where
+    the engine imports Lightning, ``zsiqa/engine/__init__.py``)."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NO_TIPS)
 
 
@@ -38,7 +42,7 @@ def quiet_libraries() -> None:
 # beyond its trim threshold back to the kernel at once. A scoring process frees and allocates the same few hundred MB
 # (a chunk's taps, the backbone's activations) call after call, so every call faulted them in again page by page.
 # Kept for reuse instead: about 40 % fewer page faults, a little less time and a little more peak RSS (measured in
-# README "Benchmarks", "How scoring is organised").
+# docs/benchmarks.md, "How scoring is organised").
 MALLOC_MMAP_THRESHOLD = 2**30  # blocks up to 1 GiB come from the reusable heap
 MALLOC_TRIM_THRESHOLD = 2**31 - 1  # the largest value mallopt takes: the heap is in effect never trimmed
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, <malloc.h>

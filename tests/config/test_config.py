@@ -185,7 +185,7 @@ def test_help_lists_groups_and_options(capsys, monkeypatch):
     assert "backbone: clip_rn50, clip_vitb32" in out and "experiment: geometric_suite, paper_table2" in out
 
 
-def test_entry_points_drop_lightning_tips(caplog):
+def test_entry_points_drop_lightning_tips_and_banners(caplog):
     from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
     from zsiqa.entry_point import quiet_libraries
@@ -194,7 +194,9 @@ def test_entry_points_drop_lightning_tips(caplog):
     with caplog.at_level("INFO"):
         rank_zero_info("💡 Tip: For seamless cloud logging, try installing litlogger")
         rank_zero_info("GPU available: False, used: False")
-    assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]
+        rank_zero_info("TPU available: False, using: 0 TPU cores")
+        rank_zero_info("`Trainer.fit` stopped: `max_epochs=3` reached.")
+    assert [r.getMessage() for r in caplog.records] == ["`Trainer.fit` stopped: `max_epochs=3` reached."]
 
 
 REFAULTS = """

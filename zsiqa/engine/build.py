@@ -2,6 +2,7 @@
 modules, and the Lightning objects declared in ``configs/trainer/``, ``configs/callbacks/``, ``configs/logger/``."""
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -99,8 +100,18 @@ def build_datamodule(data: DataConfig, cfg: Config, skip: set[int] | frozenset =
 
 def build_trainer(node: dict[str, Any], callbacks: Sequence[L.Callback] = (), **extra: Any) -> L.Trainer:
     """The Trainer that ``configs/trainer/<name>.yaml`` declares, with the run's callbacks and the ``extra``
-    arguments the run decides (its logger, its folder)."""
-    return instantiate(node, callbacks=list(callbacks), **extra)
+    arguments the run decides (its logger, its folder). Says on which device it runs, once per device setting (one
+    line instead of Lightning's banners, which the entry points drop)."""
+    trainer = instantiate(node, callbacks=list(callbacks), **extra)
+    device = f"{trainer.strategy.root_device.type} x {trainer.world_size}"
+    if trainer.is_global_zero and device not in _DEVICES_SAID:
+        _DEVICES_SAID.add(device)
+        print(f"device: {trainer.strategy.root_device.type}" + (f" ({trainer.world_size} processes)"
+                                                                if trainer.world_size > 1 else ""), file=sys.stderr)
+    return trainer
+
+
+_DEVICES_SAID: set[str] = set()
 
 
 def predict_trainer_node(accelerator: str = "cpu", devices: int = 1) -> dict[str, Any]:
