@@ -1,4 +1,4 @@
-"""The README's "How to add a backbone / distance / dataset / baseline", each done here as a user would."""
+"""docs/contributing.md's "How to add a backbone / distance / dataset / baseline", each done here as a user would."""
 import csv
 
 import pytest

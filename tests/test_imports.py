@@ -72,7 +72,7 @@ def test_no_import_cycles_between_package_parts():
     assert _cycles(parts) == []
 
 
-# The README's Layout, in order: each part may import the parts of its own line and of the lines above, never below.
+# The Layout of docs/contributing.md, in order: each part may import the parts of its own line and of the lines above, never below.
 LAYERS = [
     "errors files registry choices", "images windows", "backbones", "distances", "presets transforms baselines", "metric",
     "learned_weights", "losses", "factory", "data", "stats", "zsiqa", "config", "reporting", "engine",
@@ -85,7 +85,7 @@ def test_parts_import_only_the_layers_above_them():
     parts: dict[str, set[str]] = {}
     for module, deps in _graph().items():
         parts.setdefault(_part(module), set()).update(_part(d) for d in deps)
-    assert set(parts) == set(layer), "a new part of the package: place it in LAYERS and the README's Layout"
+    assert set(parts) == set(layer), "a new part of the package: place it in LAYERS and the Layout in docs/contributing.md"
     upward = sorted(f"{a} -> {b}" for a, deps in parts.items() for b in deps if layer[b] > layer[a])
     assert upward == []
 

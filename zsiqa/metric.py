@@ -22,13 +22,13 @@ from .windows import crop_windows, window_grid
 OFFICIAL_STRIDE = 200
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Whole-image backbones (efficientnet_lite0, vgg16, timm: CNNs) need memory in proportion to the image area: a
-# 4096 x 3072 pair peaks at 5.5 GB with efficientnet_lite0 (measured, README "Benchmarks"; vgg16 needs more). Larger
+# 4096 x 3072 pair peaks at 5.5 GB with efficientnet_lite0 (measured, docs/benchmarks.md; vgg16 needs more). Larger
 # images are refused, never silently resized or tiled (either would change the score); ``max_image_side`` raises or
 # lifts the bound.
 MAX_IMAGE_SIDE = 4096
 # On the CPU a windowed backbone runs at most this many windows per call. glibc serves allocations above 32 MB with
 # fresh pages from the kernel, each faulted in on first touch: dino_vitb16's MLP activations pass that at 14 windows,
-# and 64-window calls ran at 229 ms per window against 195-210 in calls of 8 (README "Benchmarks"). The chunk
+# and 64-window calls ran at 229 ms per window against 195-210 in calls of 8 (docs/benchmarks.md). The chunk
 # (``max_windows_per_batch``) is still scored as one: its taps are filled call by call.
 CPU_CALL_WINDOWS = 8
 

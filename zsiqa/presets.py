@@ -25,7 +25,7 @@ class PresetSettings:
 PRESETS = {
     # Exactly the official code: raw [0, 1] input, the authors' dtype, distances in the feature dtype.
     Preset.paper: PresetSettings(normalize=False, paper_dtype=True, fp32_distances=False, fixed_variants=False),
-    # The same method with its bugs fixed (see the README's table).
+    # The same method with its bugs fixed (docs/reference/distances.md, "Paper quirks").
     Preset.fixed: PresetSettings(normalize=True, paper_dtype=False, fp32_distances=True, fixed_variants=True),
 }
 FIXED_VARIANTS = {"cos": "cos_channel", "swd": "swd_fixed"}

@@ -25,7 +25,7 @@ PAPER_PROTOCOL = ("tra", "sca", "rot")  # the paper's robustness transforms: amo
 class BackboneConfig:
     """``backbone=NAME`` (a registered name) or ``backbone.name=timm:<model>`` / ``open_clip:<arch>:<tag>``."""
 
-    name: str = MISSING
+    name: str = MISSING  # a registered name (`zsiqa list`), timm:<model> or open_clip:<arch>:<tag>
     pretrained: bool = True  # false = random init (smoke tests)
     weights: Optional[str] = None  # a local checkpoint file (no download)
 
@@ -47,8 +47,8 @@ class DataConfig:
 class TransformConfig:
     """``transform=NAME`` with ``transform.amount`` in the unit of ``zsiqa.transforms.TRANSFORMS[NAME]``."""
 
-    name: str = "none"
-    amount: float = MISSING
+    name: str = "none"  # none, tra, sca, rot (the paper's protocol) or a geometric transform of zsiqa.transforms
+    amount: float = MISSING  # in the transform's unit (% of the size, degrees, px); the paper's three default to 1
 
     @property
     def label(self) -> str:
@@ -66,7 +66,7 @@ class RunConfig:
     devices: int = 1
     batch_size: int = 16
     batch_windows: Optional[int] = None
-    max_windows_per_batch: int = 64
+    max_windows_per_batch: int = 64  # bound on windows per backbone call (memory on huge images)
     max_image_side: Optional[int] = 4096  # whole-image backbones refuse larger images; null = no bound
     num_workers: int = 2
     precision: Optional[Precision] = None
