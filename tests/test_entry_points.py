@@ -125,3 +125,12 @@ def test_evaluate_py_bad_images_and_labels(tmp_path, capsys):
     assert code == 1 and error_line(err) == (
         f"evaluate.py: error: demo: {meta}:3: pair (ref/r0.png, dis/d0.png) listed twice: 'ref/r0.png,dis/d0.png,1,t,1' "
         f"and 'ref/r0.png,dis/d0.png,2,t,2' (first at {meta}:2); remove one of them")
+
+
+def test_long_error_lists_name_the_first_and_count_the_rest_in_good_english():
+    from zsiqa.errors import first_and_count
+
+    assert first_and_count([]) == ""
+    assert first_and_count(["a.png"]) == "a.png"
+    assert first_and_count(["a.png", "b.png"]) == "a.png (and 1 other file)"
+    assert first_and_count([3, 4, 5], "pair") == "3 (and 2 other pairs)"

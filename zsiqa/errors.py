@@ -30,10 +30,12 @@ def choose_one(key: str, value: object, allowed: Iterable) -> str:
     return f"{key}={value}: choose one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}"
 
 
-def first_and_count(names: Iterable, noun: str = "files") -> str:
-    """``a.png`` or ``a.png (and 15 other files)``: long errors name the first one and a count, never every one."""
+def first_and_count(names: Iterable, noun: str = "file") -> str:
+    """``a.png``, ``a.png (and 1 other file)`` or ``a.png (and 15 other files)``: long errors name the first one and
+    a count, never every one."""
     names = [str(n) for n in names]
-    return names[0] + (f" (and {len(names) - 1} other {noun})" if len(names) > 1 else "") if names else ""
+    others = len(names) - 1
+    return names[0] + (f" (and {others} other {noun}{'s' if others > 1 else ''})" if others else "") if names else ""
 
 
 class ZsiqaError(Exception):

@@ -58,3 +58,27 @@ def test_broken_meta_line_and_missing_set(demo_root, tmp_path):
     (tmp_path / "meta.csv").write_text(meta)
     with pytest.raises(ValueError, match=r"meta.csv:2: malformed label line"):
         read_dataset("demo", tmp_path, strict=False)
+
+
+def test_data_limit_spreads_the_pairs_over_the_references(demo_root):
+    """data.limit=12 used to take the first 12 pairs, all of one reference (no interval can be computed); it takes
+    2 of each of the 6 references now, drawn among each reference's pairs with a fixed seed, in the dataset's order."""
+    from zsiqa.data.datamodule import FRDataModule
+
+    data = FRDataModule("demo", demo_root, limit=12)
+    data.setup()
+    items = read_dataset("demo", demo_root)
+    assert [it.ref_id for it in data.items] == [r for r in dict.fromkeys(it.ref_id for it in items) for _ in range(2)]
+    positions = [items.index(it) for it in data.items]
+    assert positions == sorted(positions)
+    assert len({it.dist_type for it in data.items}) > 2 and len({it.label for it in data.items}) > 2  # not one level
+    again = FRDataModule("demo", demo_root, limit=12)
+    again.setup()
+    assert again.items == data.items  # a fixed seed
+    odd = FRDataModule("demo", demo_root, limit=7)
+    odd.setup()
+    assert [sum(it.ref_id == r for it in odd.items) for r in dict.fromkeys(it.ref_id for it in items)] == [2, 1, 1, 1, 1, 1]
+    assert set(odd.items) < set(data.items)  # nested: raising the limit keeps the pairs already scored
+    whole = FRDataModule("demo", demo_root, limit=1000)
+    whole.setup()
+    assert whole.items == items

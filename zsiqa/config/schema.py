@@ -36,7 +36,7 @@ class DataConfig:
 
     name: str = MISSING
     root: Optional[str] = None  # the dataset folder; each YAML defaults it to $ZSIQA_DATA/<folder>
-    limit: Optional[int] = None  # the first N pairs only (quick checks)
+    limit: Optional[int] = None  # N pairs spread over the references (quick checks)
     strict: bool = True  # false accepts a partial copy (counts not checked; listed files must exist)
     label: Optional[str] = None  # LIVE: dmos_realigned (default) or dmos
     on_bad_image: OnBadImage = OnBadImage.error

@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
@@ -65,6 +66,29 @@ class ShardBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self.batches)
+
+
+def spread_limit(items: list[PairItem], n: int) -> list[PairItem]:
+    """``n`` of ``items`` spread over the references (``data.limit``): each reference gets ``n // R`` or one more
+    (references in the order they first appear), drawn among its own pairs with a fixed seed (a regular stride would
+    alias with the datasets' periodic type x level layouts and pick one level only), then the dataset's order is kept.
+    Nested: the pairs of ``data.limit=n`` are among those of any larger limit, so raising it reuses what was scored.
+    The first ``n`` pairs would often be one reference only, and correlations and their reference-clustered
+    intervals need several."""
+    by_ref: dict[str, list[int]] = defaultdict(list)
+    for position, it in enumerate(items):
+        by_ref[it.ref_id].append(position)
+    quota = dict.fromkeys(by_ref, 0)
+    left = min(n, len(items))
+    while left:  # round-robin: a reference with no pairs left gives its turn to the next
+        for ref, positions in by_ref.items():
+            if left and quota[ref] < len(positions):
+                quota[ref] += 1
+                left -= 1
+    rng = np.random.default_rng(0)  # one fixed order per reference, whatever n: a larger limit keeps a smaller one's
+    chosen = [positions[int(i)] for ref, positions in by_ref.items()
+              for i in rng.permutation(len(positions))[:quota[ref]]]
+    return [items[p] for p in sorted(chosen)]
 
 
 def collate_pairs(samples: list[dict]) -> list[dict]:
@@ -157,7 +181,7 @@ class FRDataModule(L.LightningDataModule):
         if self.items is not None:
             return
         items = read_dataset(self.name, self.root, **self.reader_options)
-        self.items = items if self.limit is None else items[: int(self.limit)]
+        self.items = items if self.limit is None else spread_limit(items, int(self.limit))
         reference_paths(self.items)  # one ref_id must mean one file: reference features are cached by ref_id
         self.by_index = {it.index: it for it in self.items}
         self.batches = plan_batches(self.items, self.skip, self.batch_size, self.batch_windows, self.windows_of)

@@ -155,5 +155,5 @@ class ScoringModule(L.LightningModule):
         """The distorted image files of pairs ``index`` (their indices when no data module is attached)."""
         datamodule = self._trainer.datamodule if self._trainer is not None else None
         if datamodule is None:
-            return "pair " + first_and_count(index, "pairs")
+            return "pair " + first_and_count(index, "pair")
         return first_and_count(datamodule.by_index[i].dis for i in index)
