@@ -13,11 +13,12 @@ from torch import nn
 from .backbones import Backbone
 from .choices import Align, Precision, Preset
 from .distances import DistanceHead, Feats
+from .distances.basic import COS_EPS
 from .distances.fused import window_scores
 from .errors import ConfigError, InputError
 from .images import ImageLike, resolve_exif, to_batch, to_float
 from .presets import preset_settings
-from .windows import crop_windows, window_grid
+from .windows import crop_windows, pad_to_window, spread_cells, window_grid
 
 OFFICIAL_STRIDE = 200
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -65,6 +66,20 @@ class Features:
             images = slice(0, 1)
         k = self.num_windows
         return [t.view(self.num_images, k, *t.shape[1:])[images, windows].flatten(0, 1) for t in self.taps]
+
+
+@dataclass
+class QualityMap:
+    """Where two images differ for a metric (``FRMetric.map``): ``layers[l]`` the share of the score that layer ``l``
+    of each pixel's token or feature-map cell carries, ``combined`` their sum; ``combined.sum()`` is the score. Images
+    smaller than the window are mapped with their zero padding (bottom / right), which the windows see."""
+
+    layers: torch.Tensor  # [L, H, W]
+    combined: torch.Tensor  # [H, W]
+    score: float
+
+
+MAP_DISTANCES = ("l2", "cos", "cos_channel")  # scores that are a sum of per-token (per-cell) terms
 
 
 Source = Features | torch.Tensor  # precomputed features, or images [N, 3, H, W] (float in [0, 1] or uint8) that stream
@@ -271,6 +286,33 @@ class FRMetric(nn.Module):
         out = window_outputs({name: (self, name) for name, on in wanted.items() if on}, ref, dis)
         return out.get("layer"), out.get("channel")
 
+    @torch.no_grad()
+    def map(self, ref: ImageLike, dis: ImageLike) -> QualityMap:
+        """The quality map of one pair (``QualityMap``), at the resolution the features have: each token or
+        feature-map cell's term placed over the pixels its window gives it (prefix tokens such as CLS spread over
+        their window), averaged over windows as the score is. Heads whose score is not a sum of per-token terms
+        (skld, jsd, wsd, swd, deepssim, embed_cos, learned weights) have no such decomposition: a ConfigError."""
+        if self.distance.name not in MAP_DISTANCES or self.window_output != "score":
+            raise ConfigError(f"distance {self.distance.name!r}{' with learned weights' if self.window_output != 'score' else ''} "
+                              f"has no spatial decomposition (its score is not a sum of per-token terms); quality maps "
+                              f"exist for {', '.join(MAP_DISTANCES)}")
+        r, d = to_batch(ref, "ref", self.exif), to_batch(dis, "dis", self.exif)
+        d = align_pair(r, d, self.align, f"distance {self.distance.name!r}")
+        if r.shape[0] != 1 or d.shape[0] != 1:
+            raise InputError(f"a quality map is of one pair; got {r.shape[0]} reference and {d.shape[0]} distorted images")
+        fr, fd = self.window_features(r.to(self.device)), self.window_features(d.to(self.device))
+        window = self.backbone.window
+        size = tuple(pad_to_window(r, window).shape[-2:]) if window else tuple(r.shape[-2:])
+        starts = window_grid(*r.shape[-2:], window, self.stride) if window else [(0, 0)]
+        side = (window, window) if window else size
+        layers = torch.zeros(len(fr.taps), *size, dtype=torch.float64, device=self.device)
+        for l, (tr, td) in enumerate(zip(fr.taps, fd.taps)):
+            for k, (x, y) in enumerate(starts):
+                cells = _cell_terms(self.distance.name, tr[k].double(), td[k].double()) / len(starts)
+                layers[l, x : x + side[0], y : y + side[1]] += spread_cells(cells, *side)
+        combined = layers.sum(0)
+        return QualityMap(layers.float().cpu(), combined.float().cpu(), float(combined.sum()))
+
     def score_from(self, averaged: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
         """The scores ``[N]`` from the window-averaged output named by ``window_output`` (the score itself here)."""
         return averaged
@@ -283,6 +325,36 @@ class FRMetric(nn.Module):
         if r.shape[0] not in (1, d.shape[0]):
             raise InputError(f"got {r.shape[0]} references for {d.shape[0]} distorted images; give 1 or the same number")
         return self.score_features(r.to(self.device), d.to(self.device))
+
+
+def _cell_terms(distance: str, ref: torch.Tensor, dis: torch.Tensor) -> torch.Tensor:
+    """One window's layer term split over its spatial cells, ``[h, w]`` summing to the term: tokens ``[T, C]`` on a
+    square grid (prefix tokens spread evenly over it), maps ``[C, h, w]``. The cosine heads keep the layer term's
+    guard (inf set to 0, NaN skipped)."""
+    if ref.ndim == 2:  # tokens: the last g*g form the patch grid, the rest (CLS, registers) are prefix tokens
+        tokens = ref.shape[0]
+        g = int(tokens**0.5)
+        if distance == "l2":
+            per_token = ((dis - ref) ** 2).mean(1) / tokens
+        else:
+            per_token = _guarded_share(1 - F.cosine_similarity(dis, ref, dim=-1, eps=COS_EPS))
+        prefix = per_token[: tokens - g * g].sum()
+        return per_token[tokens - g * g :].view(g, g) + prefix / (g * g)
+    if distance == "l2":
+        return ((dis - ref) ** 2).mean(0) / (ref.shape[1] * ref.shape[2])
+    if distance == "cos_channel":  # the cosine over channels at each position
+        return _guarded_share(1 - F.cosine_similarity(dis, ref, dim=0, eps=COS_EPS))
+    # cos on maps: the paper's cosine along the width axis, one value per (channel, row): a map of rows
+    rows = _guarded_share(1 - F.cosine_similarity(dis, ref, dim=-1, eps=COS_EPS)).sum(0)
+    return (rows / ref.shape[2])[:, None].expand(-1, ref.shape[2])
+
+
+def _guarded_share(value: torch.Tensor) -> torch.Tensor:
+    """Each value's share of the guarded mean (``zsiqa.distances.basic.guarded_mean``: inf counts as 0, NaN is
+    skipped)."""
+    value = value.masked_fill(torch.isinf(value), 0)
+    count = (~torch.isnan(value)).sum()
+    return torch.nan_to_num(value, nan=0.0) / count
 
 
 @torch.no_grad()

@@ -51,3 +51,16 @@ def crop_windows(img: torch.Tensor, window: int, stride: int = 200, select: slic
     chosen = grid[select]
     crops = torch.stack([img[:, :, x : x + window, y : y + window] for x, y in chosen], dim=1)
     return crops.reshape(n * len(chosen), c, window, window), len(grid)
+
+
+def spread_cells(cells: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """A ``[h, w]`` grid of cell values spread evenly over the pixels each cell covers in a ``height x width``
+    region (pixel row y belongs to cell row ``y * h // height``): ``[height, width]``, whose sum is the cells' sum."""
+    h, w = cells.shape
+    if height < h or width < w:
+        raise ValueError(f"a {height}x{width} region cannot hold a {h}x{w} grid of cells")
+    rows = torch.arange(height, device=cells.device) * h // height
+    cols = torch.arange(width, device=cells.device) * w // width
+    per_row = torch.bincount(rows, minlength=h).to(cells.dtype)
+    per_col = torch.bincount(cols, minlength=w).to(cells.dtype)
+    return (cells / per_row[:, None] / per_col[None, :])[rows][:, cols]
