@@ -40,6 +40,24 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _map(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .images import to_batch
+    from .metric import align_pair
+    from .reporting.quality_map import map_figure
+
+    metric = create_metric(args.backbone, args.distance, pretrained=not args.random_init, weights=args.weights,
+                           device=args.device, preset=args.preset, align=args.align, exif=args.exif)
+    qmap = metric.map(args.ref, args.dis)
+    ref, dis = to_batch(args.ref, "ref", metric.exif)[0], to_batch(args.dis, "dis", metric.exif)
+    dis = align_pair(ref[None], dis, metric.align, "")[0]
+    title = f"{metric.backbone.name} {metric.distance.name} ({metric.preset}): {Path(args.dis).name} vs {Path(args.ref).name}"
+    path = map_figure(qmap, ref, dis, title, Path(args.out))
+    print(f"{title}: score {qmap.score:.6f} -> {path}")
+    return 0
+
+
 def _download(args: argparse.Namespace) -> int:
     from .backbones.weights import download
 
@@ -54,10 +72,13 @@ def _compare(args: argparse.Namespace) -> int:
     from .errors import InputError
     from .stats import compare as cmp
 
-    sources = []
+    runs = []
     for spec in args.runs:  # NAME=RUN_DIR, unless the whole argument is a folder (Hydra folder names hold "=")
         name, _, path = ("", "", spec) if Path(spec).is_dir() else spec.partition("=")
-        sources.append(cmp.read_run(path, prefix=name or None, match=args.match))
+        runs.append((name, path))
+    defaults = cmp.default_prefixes([path for _, path in runs])
+    sources = [cmp.read_run(path, prefix=name or default, match=args.match)
+               for (name, path), default in zip(runs, defaults)]
     if args.csv and args.label_direction is None:
         raise InputError("--csv needs --label-direction higher|lower (the direction of its label column)")
     columns = {"ref": args.ref_col, "dis": args.dis_col, "label": args.label_col, "pred": args.pred_col,
@@ -77,6 +98,9 @@ def _compare(args: argparse.Namespace) -> int:
     for option, write in ((args.json, cmp.write_json), (args.matrix, cmp.write_matrix), (args.plot, cmp.plot_leaderboard)):
         if option:
             print(f"wrote {write(result, option)}")
+    return 0
+
+
 def _gather(args: argparse.Namespace) -> int:
     from .reporting.sweep import gather
 
@@ -110,6 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     score.add_argument("-q", "--quiet", action="store_true", help="print the number only")
     score.set_defaults(func=_score)
+
+    qmap = sub.add_parser("map", help="where two images differ: a quality map per layer and combined (l2, cos)")
+    qmap.add_argument("ref")
+    qmap.add_argument("dis")
+    qmap.add_argument("--backbone", default="dino_vitb16", help="backbone name (see `zsiqa list`)")
+    qmap.add_argument("--distance", default="l2", help="l2, cos or cos_channel (heads whose score is a sum of terms)")
+    qmap.add_argument("--out", default="map.png", help="the figure (PNG, PDF or SVG)")
+    qmap.add_argument("--preset", default=Preset.paper.value, choices=[p.value for p in Preset])
+    qmap.add_argument("--align", default=Align.error.value, choices=[Align.error.value, Align.resize.value])
+    qmap.add_argument("--exif", default=Exif.auto.value, choices=[e.value for e in Exif])
+    qmap.add_argument("--weights", default=None, help="a local checkpoint file instead of the hub weights")
+    qmap.add_argument("--random-init", action="store_true", help="random backbone weights (smoke tests)")
+    qmap.add_argument("--device", default=None)
+    qmap.set_defaults(func=_map)
 
     lst = sub.add_parser("list", help="list backbones, distances and presets")
     lst.set_defaults(func=_list)

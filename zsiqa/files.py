@@ -3,6 +3,7 @@ fails for lack of space is a ``DiskFullError`` naming the file, not a traceback.
 reads a torch file back: tensors only (no code runs), and a truncated or hostile file is one line naming it."""
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import re
@@ -124,3 +125,15 @@ def move_aside(path: str | os.PathLike) -> Path:
 def is_refused_pickle(error: Exception) -> bool:
     """Whether ``error`` is torch's refusal of a pickled Python object (timm re-raises it as a RuntimeError)."""
     return re.search(UNSUPPORTED_GLOBAL, str(error)) is not None
+
+
+def json_safe(value):
+    """``value`` with every NaN or infinite float as None: strict JSON (``NaN`` is not JSON; readers such as
+    ``jq`` or JavaScript refuse it)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

@@ -10,7 +10,8 @@ import pytest
 
 from zsiqa import create_metric
 from zsiqa.config import compose_config
-from zsiqa.data.datamodule import batch_pairs
+from zsiqa.data import read_dataset
+from zsiqa.data.datamodule import batch_pairs, spread_limit
 from zsiqa.engine import scoring
 from zsiqa.engine.evaluation import evaluate, run_dir_for
 from zsiqa.errors import run_entry_point
@@ -36,6 +37,11 @@ def cell(tmp_path, demo_root, *extra):
     ])
 
 
+def limited(demo_root, n):
+    """The dataset indices that data.limit=n scores."""
+    return [it.index for it in spread_limit(read_dataset("demo", demo_root), n)]
+
+
 def read_scores(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -47,13 +53,13 @@ def test_engine_matches_the_metric_and_writes_every_output(tmp_path, demo_root):
     run_dir = run_dir_for(cfg)
     assert run_dir.parent == tmp_path / "demo" / "none" and run_dir.name.startswith("timm-vit_tiny_patch16_224_paper_")
     assert summary["run_dir"] == str(run_dir)
-    for name in ("config.yaml", "scores.csv", "summary.json", "table.md", "scatter.png"):
+    for name in ("config.yaml", "scores.csv", "summary.json", "table.md", "scatter.png", "hardest_pairs.png"):
         assert (run_dir / name).is_file(), name
     rows = read_scores(run_dir / "scores.csv")
-    assert [int(r["index"]) for r in rows] == list(range(10))
+    assert [int(r["index"]) for r in rows] == limited(demo_root, 10)
     assert summary["metrics"]["l2"]["n_scored"] == 10 and summary["metrics"]["psnr"]["lower_better"] is False
-    # each reference's features computed once: the first 10 demo pairs share 1 reference
-    assert summary["reference_feature_computations_rank0"] == len({r["ref_id"] for r in rows}) * 1
+    # each reference's features computed once: data.limit=10 spreads the pairs over the 6 references
+    assert summary["reference_feature_computations_rank0"] == len({r["ref_id"] for r in rows}) == 6
     # engine scores (cached reference, batched) equal the plain metric called pair by pair
     metric = create_metric(BACKBONE, "wsd", pretrained=False, device="cpu")
     for r in rows[:3]:
@@ -104,7 +110,7 @@ def test_a_full_disk_is_one_line_and_the_same_command_resumes(tmp_path, demo_roo
     full.symlink_to("/dev/full")
     monkeypatch.setattr("zsiqa.files.temp_path", lambda p: full if p.name == "scores.csv" else p.with_name(f".{p.name}.x"))
     assert run_entry_point(lambda: evaluate(cfg), "evaluate.py") == 1
-    err = [line for line in capsys.readouterr().err.splitlines() if line and not line.startswith("scoring:")]  # no bar
+    err = [line for line in capsys.readouterr().err.splitlines() if line and not line.startswith(("scoring:", "device:"))]  # no bar
     assert err == [f"evaluate.py: error: {run_dir / 'scores.csv'}: No space left on device (a write failed). Free some "
                    "space on that disk, or write the run elsewhere (run.out=...), and run the same command again: it "
                    "resumes from what was already written"]
@@ -120,7 +126,7 @@ def test_a_full_disk_is_one_line_and_the_same_command_resumes(tmp_path, demo_roo
     monkeypatch.setattr(scoring.ScoringModule, "predict_step", counting)
     resumed = evaluate(cfg)
     assert scored["n"] == 0 and resumed["pairs_scored_now"] == 0
-    assert [int(r["index"]) for r in read_scores(run_dir / "scores.csv")] == list(range(10))
+    assert [int(r["index"]) for r in read_scores(run_dir / "scores.csv")] == limited(demo_root, 10)
     assert (run_dir / "summary.json").is_file() and (run_dir / "scatter.png").is_file()
 
 
@@ -155,7 +161,7 @@ def test_geometric_suite_cells_gather_into_one_table(tmp_path, demo_root):
     assert "demo rotate@5 SRCC" in grid and "demo scale@-25 PLCC" in grid
     assert f"| {BACKBONE} deepssim |" in grid and "| psnr |" in grid
     with open(path.with_suffix(".csv"), newline="") as f:
-        rows = list(csv.DictReader(f))
+        rows = [r for r in csv.DictReader(f) if r["dist_type"] == "all"]
     assert len(rows) == 3 * 3 and {r["transform"] for r in rows} == {"none", "rotate@5", "scale@-25"}
 
 
@@ -177,7 +183,8 @@ def test_two_process_ddp_equals_one_process(tmp_path, demo_root):
     assert rows1 == rows2  # identical per-image scores, bit for bit, nothing repeated or missing
     assert sum1["metrics"] == sum2["metrics"]
     rows, summary = run(2, "data.limit=2")  # one batch: process 1 has nothing to do, which must not fail
-    assert summary["world_size"] == 2 and rows == rows1[:2]
+    assert summary["world_size"] == 2 and [int(r["index"]) for r in rows] == limited(demo_root, 2)
+    assert rows == [r for r in rows1 if int(r["index"]) in limited(demo_root, 2)]  # data.limit=2 pairs are among 13's
 
 
 @pytest.mark.slow
@@ -203,11 +210,17 @@ def test_wandb_offline_run_has_config_summary_table_and_plot(tmp_path, demo_root
     run_dir = Path(summary["run_dir"])
     (offline,) = list((run_dir / "wandb").glob("offline-run-*"))
     assert list(offline.glob("files/media/images/scatter_*.png"))
+    assert list(offline.glob("files/media/images/hardest_pairs_*.png")) and (run_dir / "hardest_pairs.png").is_file()
     (table,) = list(offline.glob("files/media/table/per_image_*.table.json"))
     assert len(json.loads(table.read_text())["data"]) == 10
+    (per_type,) = list(offline.glob("files/media/table/per_type_*.table.json"))
+    types = {r["dist_type"] for r in read_scores(run_dir / "scores.csv")}
+    assert len(json.loads(per_type.read_text())["data"]) == len(types) * len(summary["metrics"])
     (record,) = list(offline.glob("*.wandb"))  # the offline record (protobuf) holds config, metrics and tags
     blob = record.read_bytes()
-    for text in ("l2/srcc", "psnr/plcc_fit", "l2/srcc_ci_lo", "timm:vit_tiny_patch16_224", "zero-shot", "g1", "preset"):
+    some_type = sorted(types)[0]
+    for text in ("l2/srcc", "psnr/plcc_fit", "l2/srcc_ci_lo", "timm:vit_tiny_patch16_224", "zero-shot", "g1", "preset",
+                 f"l2/{some_type}/n", "per_type_srcc"):
         assert text.encode() in blob, text
     assert summary["metrics"]["l2"]["n_scored"] == 10
 

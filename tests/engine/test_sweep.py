@@ -35,7 +35,10 @@ def test_local_sweep_runs_cells_as_processes_and_gathers_the_grid(tmp_path):
     grid = (sweep / "grid.md").read_text()
     assert "demo tra@1 SRCC" in grid and "demo rot@1 PLCC" in grid and "| efficientnet_lite0 l2 |" in grid
     with open(sweep / "grid.csv", newline="") as f:
-        assert len(list(csv.DictReader(f))) == 3 * 2
+        rows = list(csv.DictReader(f))
+    overall = [r for r in rows if r["dist_type"] == "all"]
+    assert len(overall) == 3 * 2 and len(rows) > len(overall)  # + one line per distortion type
+    assert all(float(r["srcc_ci_lo"]) <= float(r["srcc"]) <= float(r["srcc_ci_hi"]) for r in overall)
     (sweep / "grid.md").unlink()
     assert zsiqa_main(["gather", str(sweep)]) == 0  # the same table again, from the folder alone
     assert (sweep / "grid.md").read_text() == grid

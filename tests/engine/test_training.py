@@ -454,6 +454,13 @@ def test_train_py_without_arguments_runs_the_offline_demo(tmp_path, monkeypatch)
     assert summary["config"]["backbone"]["name"] == "efficientnet_lite0" and summary["n_val"] == 48
     assert summary["trained"]["srcc"] > summary["zero_shot"]["srcc"] + 0.05
     assert Path(summary["trained_weights"]).stat().st_size < 10_000 and summary["test"]["demo"]["in_domain"]
+    # test.md: SRCC / PLCC with their reference-bootstrap intervals, and SRCC per distortion type
+    demo = summary["test"]["demo"]["trained"]
+    lo, hi = demo["srcc_ci"]
+    table = (path.parent / "test.md").read_text()
+    assert lo <= demo["srcc"] <= hi and f"{demo['srcc']:.4f} [{lo:.3f}, {hi:.3f}]" in table
+    assert "#### demo: SRCC by distortion type" in table and "| blur | 24 |" in table
+    assert set(demo["by_type"]) == {"blur", "brightness", "contrast", "jpeg", "noise", "shift"}
 
 
 @pytest.mark.slow
@@ -490,3 +497,25 @@ def test_two_process_terms_and_weights_equal_one_process(tmp_path):
     assert weights1["state"].keys() == weights2["state"].keys()
     assert all(torch.equal(weights1["state"][k], weights2["state"][k]) for k in weights1["state"])
     assert summary1["trained"] == summary2["trained"] and summary1["layer_weights"] == summary2["layer_weights"]
+
+
+def test_a_logger_added_to_a_finished_run_gets_its_curves_from_the_runs_own_logs(dataset, tmp_path, capsys):
+    """train.py logger=wandb on a run that finished with the CSV logger replays its curves; on one that kept no
+    logs it says so in one line."""
+    import wandb
+
+    label_by_layer(dataset, 1)
+    args = ("trainer.max_epochs=3", "callbacks.early_stopping.patience=50")
+    train(make_cfg(tmp_path, dataset, *args, "run.name=r"))
+    capsys.readouterr()
+    train(make_cfg(tmp_path, dataset, *args, "run.name=r", "logger=wandb", "logger.mode=offline"))
+    wandb.teardown()  # the offline record is written asynchronously
+    out = capsys.readouterr().out
+    assert "logged the training curves of" in out and "logs/version_0/metrics.csv" in out
+    (record,) = (tmp_path / "runs" / "r" / "wandb").glob("offline-run-*/*.wandb")
+    assert b"val/srcc" in record.read_bytes() and b"train/loss" in record.read_bytes()
+    train(make_cfg(tmp_path, dataset, *args, "run.name=bare", "logger=none"))
+    capsys.readouterr()
+    train(make_cfg(tmp_path, dataset, *args, "run.name=bare", "logger=wandb", "logger.mode=offline"))
+    wandb.teardown()
+    assert "was trained without CSV logs, so its curves cannot be logged now; run.resume=false" in capsys.readouterr().out

@@ -157,3 +157,38 @@ def test_compact_letters():
     # a > c and a > d and b > d significant; neighbours not: a b c share letters along the ranking.
     assert compact_letters(names, [("a", "c"), ("a", "d"), ("b", "d")]) == {"a": "a", "b": "ab", "c": "bc", "d": "c"}
     assert compact_letters(["x", "y"], [("x", "y")]) == {"x": "a", "y": "b"}
+
+
+def test_two_runs_compare_with_short_names_a_shared_baseline_once_and_intervals_that_hold_their_estimates(
+        tmp_path, capsys):
+    """The issue-21 case: two run folders with long names, the same PSNR column in both, --by-type with few
+    references per type (where the bootstrap distribution can sit beside the estimate): never a crash."""
+    data = _pipal_like(5, 12, seed=3)
+    rng = np.random.default_rng(4)
+    runs = []
+    for preset in ("paper", "fixed"):
+        run = tmp_path / f"efficientnet_lite0_{preset}_{'x' * 70}"
+        _write_run(run, data, {"l2": (-data["good"] + rng.normal(0, 0.5, 60), True), "psnr": (data["noisier"], False)})
+        summary = json.loads((run / "summary.json").read_text())
+        summary["config"] = {"backbone": {"name": "efficientnet_lite0"}, "data": {"name": "pipal"},
+                             "transform": {"name": "none", "amount": 0.0}, "preset": preset, "trained": None}
+        (run / "summary.json").write_text(json.dumps(summary))
+        runs.append(str(run))
+    code = main(["compare", *runs, "--by-type", "--resamples", "300", "--json", str(tmp_path / "o.json"),
+                 "--plot", str(tmp_path / "p.png")])
+    assert code == 0 and (tmp_path / "p.png").stat().st_size > 10_000
+    result = json.loads((tmp_path / "o.json").read_text())
+    assert set(result["metrics"]) == {"efficientnet_lite0_paper/l2", "efficientnet_lite0_fixed/l2", "psnr"}
+    for board in [result, *result["by_type"].values()]:
+        for m in board["metrics"].values():
+            assert m["srcc_ci"][0] <= m["srcc"] <= m["srcc_ci"][1]
+        for p in board["pairs"]:
+            assert p["ci"][0] <= p["delta_srcc"] <= p["ci"][1]
+    out = capsys.readouterr().out
+    assert "| 1 | 2 | 3 |" in out  # the matrix's columns are ranks
+
+
+def test_default_names_say_what_differs():
+    from zsiqa.stats.compare import default_prefixes
+
+    assert default_prefixes(["/nonexistent/run_a"]) == ["run_a"]  # no summary: the folder name

@@ -15,12 +15,21 @@ from pathlib import Path
 import lightning as L
 import yaml
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from PIL import Image
 
 from ..baselines import get_baseline
 from ..config import EvaluateConfig, plain
 from ..files import atomic_write_text
+from ..metric import MAP_DISTANCES
 from ..reporting.results import ERROR_COLUMN, ITEM_COLUMNS, merge_parts, read_rows
-from ..reporting.summary import scatter_plot, summarize, summary_table, write_summary
+from ..reporting.summary import (
+    hardest_pairs,
+    hardest_pairs_plot,
+    scatter_plot,
+    summarize,
+    summary_table,
+    write_summary,
+)
 from ..reporting.wandb_log import describe_run, log_evaluation
 from .build import align_policy, build_datamodule, build_logger, build_metrics, build_trainer, image_windows
 from .run_folder import identity, refuse_to_resume
@@ -124,8 +133,14 @@ def evaluate(cfg: EvaluateConfig) -> dict | None:
     })
 
 
+def _same_size(a: str, b: str) -> bool:
+    with Image.open(a) as x, Image.open(b) as y:
+        return x.size == y.size
+
+
 def finalize(run_dir: Path, cfg: EvaluateConfig, module: ScoringModule, spec, extra: dict) -> dict:
-    """Merge the parts by index, compute correlations, write summary.json, table.md, scatter.png (and log them)."""
+    """Merge the parts by index, compute correlations, write summary.json, table.md, scatter.png, hardest_pairs.png
+    (and log them)."""
     merge_parts(run_dir, ITEM_COLUMNS + module.score_columns + [ERROR_COLUMN])
     rows = sorted(read_rows(run_dir).values(), key=lambda r: int(r["index"]))
     directions = {name: m.lower_better for name, m in module.metrics.items()}
@@ -136,12 +151,22 @@ def finalize(run_dir: Path, cfg: EvaluateConfig, module: ScoringModule, spec, ex
     extra = {**extra, "n_items": len(rows), "label": spec.label_name, "label_lower_better": spec.lower_better}
     write_summary(run_dir, summary, plain(cfg), extra)
     atomic_write_text(run_dir / "table.md", summary_table(summary, title))
-    plot = scatter_plot(rows, summary, spec.label_name, run_dir / "scatter.png")
+    plots = {"scatter": scatter_plot(rows, summary, spec.label_name, run_dir / "scatter.png")}
+    if module.metrics:  # the first deep head: where it disagrees most with the labels (images as stored on disk)
+        head, head_metric = next(iter(module.metrics.items()))
+        worst = hardest_pairs(rows, head, head_metric.lower_better, spec.lower_better)
+        # their quality maps where the head has them and the files are what was scored (no transform, same sizes)
+        mappable = (head_metric.distance.name in MAP_DISTANCES and head_metric.window_output == "score"
+                    and cfg.transform.name == "none" and all(_same_size(p["ref"], p["dis"]) for p in worst))
+        maps = [head_metric.map(p["ref"], p["dis"]) for p in worst] if worst and mappable else None
+        if worst:
+            plots["hardest_pairs"] = hardest_pairs_plot(worst, head, len(rows), spec.label_name,
+                                                        run_dir / "hardest_pairs.png", maps)
     logger = build_logger(cfg.logger, run_dir)
     if logger is not None:
         tags = [cfg.backbone.name, cfg.data.name, cfg.transform.name, str(cfg.preset),
                 "trained" if cfg.trained else "zero-shot"]
         describe_run(logger, f"{cfg.backbone.name}/{cfg.data.name}/{cfg.transform.name}", tags, plain(cfg))
-        log_evaluation(logger, rows, summary, plot, extra)
+        log_evaluation(logger, rows, summary, plots, extra)
     print(summary_table(summary, title))
     return {"config": plain(cfg), "metrics": summary, **extra}

@@ -9,6 +9,7 @@ trained (``zsiqa.reporting.training_report``). Trained weights score ``weights(t
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import re
@@ -22,6 +23,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from ..choices import Weighting
@@ -29,7 +31,7 @@ from ..config import DataConfig, TrainConfig, plain
 from ..data import DATASETS, PairItem, data_root
 from ..data.term_data import TermDataModule, TermTable
 from ..errors import CorruptFileError, writing
-from ..files import atomic_write_text, load_tensors, move_aside
+from ..files import atomic_write_text, json_safe, load_tensors, move_aside
 from ..learned_weights import (
     TermWeights,
     backbone_fingerprint,
@@ -41,7 +43,8 @@ from ..learned_weights import (
 from ..metric import FRMetric
 from ..reporting.training_report import cross_dataset_table, weights_plot, write_score_rows
 from ..reporting.wandb_log import describe_run, log_training
-from ..stats import correlations
+from ..stats import correlation_intervals, correlations
+from ..stats.bootstrap import type_correlations
 from .build import (
     align_policy,
     build_callbacks,
@@ -180,7 +183,7 @@ def train(cfg: TrainConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict 
     fit = _fit(cfg, run_dir, metric, fingerprint, terms, extra_callbacks)
     summary = _report(cfg, run_dir, metric, fit, tests)
     summary.update(terms=source.log, seconds=round(time.perf_counter() - start, 3))
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1, default=str))
+    atomic_write_text(run_dir / "summary.json", json.dumps(json_safe(summary), indent=1, default=str, allow_nan=False))
     return summary
 
 
@@ -233,6 +236,8 @@ def _fit(cfg: TrainConfig, run_dir: Path, metric: FRMetric, fingerprint: str, te
     done = ckpt_dir / "complete"
     if done.exists():
         print(f"training already complete in {run_dir}; re-evaluating its best checkpoint")
+        if logger is not None and not isinstance(logger, CSVLogger):
+            replay_curves(run_dir, logger)
     else:
         resume = resume_checkpoint(ckpt_dir)
         with warnings.catch_warnings(), writing(run_dir):  # Lightning's checkpoint and log writes name no file
@@ -248,6 +253,26 @@ def _fit(cfg: TrainConfig, run_dir: Path, metric: FRMetric, fingerprint: str, te
     weights.load_state_dict(best.state_dict())
     file = save_trained(run_dir / "trained.pt", trained_record(config, weights))
     return Fitted(terms, labels, label_lower, train_pos, val_pos, weights, zero_shot, best_epoch, file, logger)
+
+
+def replay_curves(run_dir: Path, logger) -> None:
+    """A finished run's training curves, from its own CSV logs (``<run>/logs/version_*/metrics.csv``), to
+    ``logger`` (``logger=wandb`` added after the fact), step by step; one line when the run kept none."""
+    files = sorted(run_dir.glob("logs/version_*/metrics.csv"))
+    if not files:
+        print(f"{run_dir} was trained without CSV logs, so its curves cannot be logged now; run.resume=false trains "
+              "it again with this logger")
+        return
+    n = 0
+    for path in files:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                values = {k: float(v) for k, v in row.items() if v not in ("", None) and k != "step"}
+                if values and row.get("step", "") != "":
+                    logger.log_metrics(values, step=int(row["step"]))
+                    n += 1
+    print(f"logged the training curves of {run_dir} from {', '.join(str(p.relative_to(run_dir)) for p in files)} "
+          f"({n} rows)")
 
 
 def resume_checkpoint(ckpt_dir: Path) -> Path | None:
@@ -285,8 +310,8 @@ def _report(cfg: TrainConfig, run_dir: Path, metric: FRMetric, fit: Fitted, test
         with torch.no_grad():
             z, s = t.table.layer.sum(1), fit.weights(t.table.terms(channels))
         test[t.data.name] = {
-            "zero_shot": correlations(z, t_labels, metric.lower_better, t_lower),
-            "trained": correlations(s, t_labels, metric.lower_better, t_lower),
+            "zero_shot": _test_stats(z, t_labels, t.items, metric.lower_better, t_lower),
+            "trained": _test_stats(s, t_labels, t.items, metric.lower_better, t_lower),
             "in_domain": t.data.name == cfg.data.name and data_root(t.data) == data_root(cfg.data),
         }
         write_score_rows(t.items, torch.arange(len(t.items)), t_labels, z, s, run_dir / "test_scores" / f"{t.data.name}.csv")
@@ -304,6 +329,19 @@ def _report(cfg: TrainConfig, run_dir: Path, metric: FRMetric, fit: Fitted, test
         log_training(fit.logger, summary, plot)
     _print_result(cfg, summary, fit.file)
     return summary
+
+
+def _test_stats(pred: torch.Tensor, labels: torch.Tensor, items: list[PairItem], lower_better: bool,
+                label_lower_better: bool) -> dict:
+    """Correlations on a test dataset with their reference-clustered intervals (``<key>_ci``; None with ``ci_error``
+    where they cannot be computed) and the same per distortion type (``by_type``)."""
+    ref_ids, types = [it.ref_id for it in items], [it.dist_type for it in items]
+    out = correlations(pred, labels, lower_better, label_lower_better)
+    try:
+        out |= correlation_intervals(pred, labels, ref_ids, lower_better, label_lower_better)
+    except ValueError as e:  # one reference: nothing to resample
+        out |= {f"{k}_ci": None for k in ("srcc", "krcc", "plcc", "plcc_fit")} | {"ci_error": str(e)}
+    return out | {"by_type": type_correlations(pred, labels, ref_ids, types, lower_better, label_lower_better)}
 
 
 def _print_result(cfg: TrainConfig, summary: dict, file: Path) -> None:

@@ -77,43 +77,86 @@ def _column(cfg: EvaluateConfig) -> str:
     return cfg.data.name + ("" if label == "none" else f" {label}")
 
 
-def grid_rows(summaries: list[dict]) -> tuple[list[str], dict[str, dict[str, tuple[float, float]]]]:
-    """Columns (dataset x transform) and rows (backbone metric, or baseline) of (PLCC, SRCC)."""
+def _row_name(metric: str, cfg: EvaluateConfig) -> str:
+    return metric if metric in cfg.baselines else f"{cfg.backbone.name} {metric}"
+
+
+def grid_rows(summaries: list[dict]) -> tuple[list[str], dict[str, dict[str, dict]]]:
+    """Columns (dataset x transform) and rows (backbone metric, or baseline): each cell the metric's summary."""
     cols: list[str] = []
-    table: dict[str, dict[str, tuple[float, float]]] = {}
+    table: dict[str, dict[str, dict]] = {}
     for s in summaries:
         cfg = saved_config("evaluate", s["config"])
         col = _column(cfg)
         if col not in cols:
             cols.append(col)
         for metric, m in s["metrics"].items():
-            row = metric if metric in cfg.baselines else f"{cfg.backbone.name} {metric}"
-            table.setdefault(row, {})[col] = (m["plcc"], m["srcc"])
+            table.setdefault(_row_name(metric, cfg), {})[col] = m
     return cols, table
 
 
+def _value(v: float | None) -> str:
+    return "–" if v is None or v != v else f"{v:.3f}"  # None in summary.json, NaN in memory: undefined
+
+
+def _with_ci(m: dict, key: str) -> str:
+    ci = m.get(f"{key}_ci")
+    if ci is None or any(v is None or v != v for v in ci) or m.get(key) is None or m[key] != m[key]:
+        return _value(m.get(key))
+    return f"{m[key]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
 def grid_markdown(summaries: list[dict]) -> str:
-    """Paper-style table: one row per (backbone, metric), one column pair (PLCC, SRCC) per dataset x transform."""
+    """Paper-style table: one row per (backbone, metric), one column pair (PLCC, SRCC) per dataset x transform, each
+    value with its reference-bootstrap interval; then SRCC per distortion type, one table per dataset x transform."""
     cols, table = grid_rows(summaries)
     lines = ["| metric | " + " | ".join(f"{c} PLCC | {c} SRCC" for c in cols) + " |", "|---|" + "---|---|" * len(cols)]
     for row, vals in table.items():
-        cells = [f"{vals[c][0]:.3f} | {vals[c][1]:.3f}" if c in vals else "– | –" for c in cols]
+        cells = [f"{_with_ci(vals[c], 'plcc')} | {_with_ci(vals[c], 'srcc')}" if c in vals else "– | –" for c in cols]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    for c in cols:
+        types = list(dict.fromkeys(t for vals in table.values() for t in vals.get(c, {}).get("by_type", {})))
+        if len(types) < 2:
+            continue
+        lines += ["", f"SRCC by distortion type, {c} (intervals in grid.csv):", "",
+                  "| metric | " + " | ".join(types) + " |", "|---|" + "---|" * len(types)]
+        for row, vals in table.items():
+            by_type = vals.get(c, {}).get("by_type", {})
+            lines.append(f"| {row} | " + " | ".join(_value(by_type.get(t, {}).get("srcc")) for t in types) + " |")
     return "\n".join(lines) + "\n"
 
 
-def grid_csv(summaries: list[dict]) -> str:
-    """One line per run and metric: the run's settings and every correlation of the summary."""
+GRID_COLUMNS = ["backbone", "data", "transform", "preset", "metric", "dist_type", "n", "plcc", "plcc_ci_lo",
+                "plcc_ci_hi", "srcc", "srcc_ci_lo", "srcc_ci_hi", "krcc", "krcc_ci_lo", "krcc_ci_hi", "plcc_fit",
+                "n_scored", "run_dir", "status", "error", "overrides"]
+
+
+def _ci_fields(m: dict) -> dict:
+    out = {}
+    for key in ("plcc", "srcc", "krcc"):
+        ci = m.get(f"{key}_ci") or [None, None]
+        out |= {key: m.get(key), f"{key}_ci_lo": ci[0], f"{key}_ci_hi": ci[1]}
+    return out
+
+
+def grid_csv(summaries: list[dict], unfinished: list[dict] = ()) -> str:
+    """One line per run and metric (``dist_type`` all) and per run, metric and distortion type: the run's settings,
+    the correlations and their intervals; then one line per failed or unfinished cell."""
     out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["backbone", "data", "transform", "preset", "metric", "plcc", "srcc", "krcc", "plcc_fit", "n_scored",
-                     "run_dir", "status", "error", "overrides"])
+    writer = csv.DictWriter(out, GRID_COLUMNS, restval="")
+    writer.writeheader()
     for s in summaries:
         cfg = saved_config("evaluate", s["config"])
+        run = {"backbone": cfg.backbone.name, "data": cfg.data.name, "transform": cfg.transform.label,
+               "preset": cfg.preset, "run_dir": s.get("run_dir", ""), "status": "done"}
         for metric, m in s["metrics"].items():
-            writer.writerow([cfg.backbone.name, cfg.data.name, cfg.transform.label,
-                             cfg.preset, metric, m["plcc"], m["srcc"], m.get("krcc"), m.get("plcc_fit"),
-                             m["n_scored"], s.get("run_dir", ""), "done", "", ""])
+            writer.writerow(run | {"metric": metric, "dist_type": "all", "n": m.get("n_scored"), **_ci_fields(m),
+                                   "plcc_fit": m.get("plcc_fit"), "n_scored": m.get("n_scored")})
+            for t, mt in m.get("by_type", {}).items():
+                writer.writerow(run | {"metric": metric, "dist_type": t, "n": mt.get("n"), **_ci_fields(mt)})
+    for c in unfinished:
+        writer.writerow({"status": c.get("status"), "error": c.get("error", "unfinished"),
+                         "overrides": " ".join(c.get("overrides", []))})
     return out.getvalue()
 
 
@@ -125,13 +168,7 @@ def write_grid(folder: str | os.PathLike, summaries: list[dict], unfinished: lis
         text += f"\n{len(unfinished)} cell(s) failed or unfinished (rerun the sweep: finished cells are skipped):\n"
         text += "\n".join(failed_lines(list(unfinished))) + "\n"
     path = atomic_write_text(Path(folder) / "grid.md", text)
-    rows = grid_csv(summaries)
-    out = io.StringIO()
-    writer = csv.writer(out)
-    for c in unfinished:
-        writer.writerow(["", "", "", "", "", "", "", "", "", "", "", c.get("status"), c.get("error", "unfinished"),
-                         " ".join(c.get("overrides", []))])
-    atomic_write_text(path.with_suffix(".csv"), rows + out.getvalue())
+    atomic_write_text(path.with_suffix(".csv"), grid_csv(summaries, list(unfinished)))
     return path, text
 
 

@@ -44,21 +44,44 @@ def describe_run(logger: Any, name: str, tags: list[str], config: dict) -> None:
         logger.experiment.tags = tags
 
 
-def log_evaluation(logger: Any, rows: list[dict], summary: dict, plot: Path, extra: dict) -> None:
-    """Summary metrics (``<metric>/srcc`` ..., intervals as ``<metric>/srcc_ci_lo`` / ``_hi``); on W&B also the
-    per-image table and the scatter plot."""
-    metrics = {f"{m}/{k}": v for m, s in summary.items() for k, v in s.items() if isinstance(v, (int, float))}
-    metrics.update({f"{m}/{k}_{end}": v[i] for m, s in summary.items() for k, v in s.items() if k.endswith("_ci")
-                    for i, end in enumerate(("lo", "hi"))})
+def log_evaluation(logger: Any, rows: list[dict], summary: dict, plots: dict[str, Path], extra: dict) -> None:
+    """Summary metrics (``<metric>/srcc`` ..., intervals as ``<metric>/srcc_ci_lo`` / ``_hi``, per distortion type
+    ``<metric>/<type>/srcc`` ...); on W&B also the per-image table, the per-type table with a bar chart of its SRCC,
+    and the ``plots`` (key -> image file: the scatter plot, the hardest pairs)."""
+    metrics = {}
+    for m, s in summary.items():
+        metrics |= _scalars(f"{m}/", s)
+        for t, st in s.get("by_type", {}).items():
+            metrics |= _scalars(f"{m}/{t}/", st)
     metrics.update({f"run/{k}": v for k, v in extra.items() if isinstance(v, (int, float))})
     logger.log_metrics(metrics)
     if _is_wandb(logger):
+        import wandb
+
         logger.experiment.summary.update(metrics)
         if rows:
             columns = list(rows[0])
             logger.log_table(key="per_image", columns=columns, data=[[r[c] for c in columns] for r in rows])
-        logger.log_image(key="scatter", images=[str(plot)])
+        columns = ["metric", "dist_type", "n", *(f"{k}{end}" for k in ("srcc", "plcc", "krcc")
+                                                  for end in ("", "_ci_lo", "_ci_hi"))]
+        data = [[m, t, st["n"], *(v for k in ("srcc", "plcc", "krcc") for v in (st[k], *(st.get(f"{k}_ci") or [None] * 2)))]
+                for m, s in summary.items() for t, st in s.get("by_type", {}).items()]
+        if data:
+            table = wandb.Table(columns=["label", *columns], data=[[f"{r[0]} {r[1]}", *r] for r in data])
+            logger.experiment.log({"per_type": table,
+                                   "per_type_srcc": wandb.plot.bar(table, "label", "srcc", title="SRCC by distortion type")})
+        for key, plot in plots.items():
+            logger.log_image(key=key, images=[str(plot)])
     finish(logger)
+
+
+def _scalars(prefix: str, s: dict) -> dict:
+    """The numbers of one summary entry, with each defined interval as ``<key>_ci_lo`` / ``_hi``."""
+    out = {f"{prefix}{k}": v for k, v in s.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for k, v in s.items():
+        if k.endswith("_ci") and v is not None and None not in v:
+            out |= {f"{prefix}{k}_lo": v[0], f"{prefix}{k}_hi": v[1]}
+    return out
 
 
 def log_training(logger: Any, summary: dict, plot: Path) -> None:

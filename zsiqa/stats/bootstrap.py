@@ -15,13 +15,14 @@ difference: ``p = (1 + #{|d_b - d| >= |d|}) / (B + 1)``; identical rankings give
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import InputError
-from .correlations import ArrayLike, _as_vector, fit_logistic, logistic4
+from .correlations import ArrayLike, _as_vector, correlations, fit_logistic, logistic4
 
 CHUNK = 128  # resamples per batch: bounds memory at CHUNK x n float64 arrays; fixed, so results do not depend on it
 MAX_KRCC_CLUSTERS = 2048  # KRCC resamples keep a clusters x clusters concordance matrix (32 MiB at this bound)
@@ -202,6 +203,18 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95) -> list[float]
     return [float(lo), float(hi)]
 
 
+def interval_with_estimate(samples: np.ndarray, estimate: float, level: float = 0.95) -> list[float]:
+    """The percentile interval of ``samples``, extended to ``estimate`` when it lies outside: an interval always holds
+    its point estimate. Resampling references with replacement repeats pairs and leaves fewer distinct references,
+    which biases a correlation (most visibly per distortion type with few references), so the whole bootstrap
+    distribution can sit on one side of the estimate; BCa and the basic bootstrap do not prevent that either (both
+    hold the estimate only when it lies between the same two quantiles). Extending the interval is conservative."""
+    lo, hi = percentile_interval(samples, level)
+    if math.isnan(lo) or not math.isfinite(estimate):
+        return [lo, hi]
+    return [min(lo, float(estimate)), max(hi, float(estimate))]
+
+
 def paired_p_value(delta: float, delta_samples: np.ndarray) -> float:
     """Two-sided p of ``delta != 0`` from its bootstrap distribution centred on ``delta``; 1.0 when ``delta == 0``."""
     finite = delta_samples[np.isfinite(delta_samples)]
@@ -221,16 +234,61 @@ def correlation_intervals(
     seed: int = 0,
     level: float = 0.95,
 ) -> dict:
-    """Reference-clustered percentile intervals ``srcc_ci, krcc_ci, plcc_ci, plcc_fit_ci`` (each ``[lo, hi]``).
+    """Reference-clustered percentile intervals ``srcc_ci, krcc_ci, plcc_ci, plcc_fit_ci`` (each ``[lo, hi]``, extended
+    to the point estimate where it lies outside: ``interval_with_estimate``).
 
     Signs follow ``correlations``. ``plcc_fit_ci`` is ``[nan, nan]`` when the logistic fit on all pairs fails (as
     ``correlations`` reports ``plcc_fit`` NaN then).
     """
     boot = ReferenceBootstrap(ref_ids, n_resamples, seed)
     x, y = oriented(pred, pred_lower_better, label_lower_better), _as_vector(label, "label")
-    out = {f"{name}_ci": percentile_interval(getattr(boot, name)(x, y), level) for name in ("srcc", "krcc", "plcc")}
+    point = correlations(x, y, False, False)
+    out = {f"{name}_ci": interval_with_estimate(getattr(boot, name)(x, y), point[name], level)
+           for name in ("srcc", "krcc", "plcc")}
     try:
-        out["plcc_fit_ci"] = percentile_interval(boot.plcc_fit(x, y), level)
+        out["plcc_fit_ci"] = interval_with_estimate(boot.plcc_fit(x, y), point["plcc_fit"], level)
     except (RuntimeError, ValueError):  # no logistic fit on all pairs: no fitted PLCC, hence no interval
         out["plcc_fit_ci"] = [float("nan"), float("nan")]
+    return out
+
+
+TYPE_KEYS = ("srcc", "krcc", "plcc")  # per distortion type (no logistic fit on a few dozen pairs)
+
+
+def type_correlations(
+    pred: ArrayLike,
+    label: ArrayLike,
+    ref_ids: Sequence,
+    types: Sequence[str],
+    pred_lower_better: bool,
+    label_lower_better: bool,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, dict]:
+    """Per distortion type: ``srcc, krcc, plcc, n`` and their reference-clustered intervals ``<key>_ci`` (extended to
+    hold the estimate). A type whose correlations are undefined (fewer than 3 pairs, a constant side) has None values
+    and ``error``; one whose intervals are (one reference, or ``n_resamples=0``) has ``<key>_ci`` None and
+    ``ci_error``."""
+    x, y = oriented(pred, pred_lower_better, label_lower_better), _as_vector(label, "label")
+    names, ids = np.asarray([str(t) for t in types]), np.asarray([str(r) for r in ref_ids])
+    out: dict[str, dict] = {}
+    for t in sorted(set(names.tolist())):
+        keep = names == t
+        xt, yt = x[keep], y[keep]
+        entry: dict = {"n": int(keep.sum())}
+        try:
+            point = correlations(xt, yt, False, False)
+        except ValueError as e:  # fewer than 3 pairs, or a constant prediction or label
+            out[t] = entry | dict.fromkeys(TYPE_KEYS) | {f"{k}_ci": None for k in TYPE_KEYS} | {"error": str(e)}
+            continue
+        entry |= {k: point[k] for k in TYPE_KEYS}
+        try:
+            if n_resamples < 1:
+                raise ValueError("no resamples (n_resamples=0)")
+            boot = ReferenceBootstrap(ids[keep], n_resamples, seed)
+            entry |= {f"{k}_ci": interval_with_estimate(getattr(boot, k)(xt, yt), point[k], level) for k in TYPE_KEYS}
+        except ValueError as e:  # InputError included: one reference of this type
+            entry |= {f"{k}_ci": None for k in TYPE_KEYS} | {"ci_error": str(e)}
+        out[t] = entry
     return out

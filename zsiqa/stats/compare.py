@@ -18,8 +18,8 @@ from pathlib import Path, PurePath
 import numpy as np
 
 from ..errors import InputError, MissingFileError
-from ..files import atomic_savefig, atomic_write, atomic_write_text
-from .bootstrap import ReferenceBootstrap, paired_p_value, percentile_interval
+from ..files import atomic_savefig, atomic_write, atomic_write_text, json_safe
+from .bootstrap import ReferenceBootstrap, interval_with_estimate, paired_p_value
 from .correlations import correlations
 
 LABEL_TOLERANCE = 1e-3  # labels of one pair from two sources may differ by this share of the label range (rounding)
@@ -167,7 +167,45 @@ def merge_sources(sources: list[Source]) -> Source:
             aligned = np.empty_like(pred)
             aligned[order] = pred
             merged.preds[name] = aligned
+    merged.preds = _shared_once(merged.preds)
     return merged
+
+
+def _shared_once(preds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Columns that several run folders hold with the same values on the same pairs (a baseline such as ``psnr``
+    scored in every run) kept once, under the bare column name; columns that differ keep their ``prefix/`` names."""
+    by_column: dict[str, list[str]] = {}
+    for name in preds:
+        by_column.setdefault(name.rpartition("/")[2], []).append(name)
+    rename: dict[str, str | None] = {}
+    for column, names in by_column.items():
+        if len(names) > 1 and "/" in names[0] and column not in preds and all(
+                np.array_equal(preds[names[0]], preds[n], equal_nan=True) for n in names[1:]):
+            rename[names[0]] = column
+            rename.update(dict.fromkeys(names[1:]))
+    return {rename.get(n, n): p for n, p in preds.items() if rename.get(n, n) is not None}
+
+
+def default_prefixes(run_dirs: list[str | Path]) -> list[str]:
+    """Short names for run folders given without ``NAME=``: the backbone, then the settings that tell the runs apart
+    (dataset, transform, preset, trained weights), and the folder name only when those do not."""
+    configs = []
+    for run_dir in run_dirs:
+        path = Path(run_dir) / "summary.json"
+        config = json.loads(path.read_text()).get("config", {}) if path.is_file() else {}
+        transform = config.get("transform") or {}
+        configs.append({
+            "backbone": (config.get("backbone") or {}).get("name", Path(run_dir).name),
+            "data": (config.get("data") or {}).get("name"),
+            "transform": transform.get("name") if transform.get("name") in (None, "none")
+            else f"{transform.get('name')}@{transform.get('amount'):g}",
+            "preset": config.get("preset"),
+            "trained": f"trained-{Path(config['trained']).parent.name}" if config.get("trained") else None,
+        })
+    keys = ["backbone"] + [k for k in ("data", "transform", "preset", "trained")
+                           if len({c[k] for c in configs}) > 1]
+    names = ["_".join(str(c[k]) for k in keys if c[k] not in (None, "none")) for c in configs]
+    return [n if names.count(n) == 1 else Path(d).resolve().name for n, d in zip(names, run_dirs)]
 
 
 def compact_letters(names: list[str], significant: list[tuple[str, str]]) -> dict[str, str]:
@@ -202,7 +240,7 @@ def leaderboard(source: Source, n_resamples: int = 1000, seed: int = 0, level: f
     """``{"metrics": {name: {srcc, srcc_ci, plcc, krcc, n, group}}, "pairs": [{a, b, delta_srcc, ci, p}]}``.
 
     Metrics are ordered by SRCC (best first); pairs list every ``a`` ranked above ``b``, ``delta_srcc = srcc_a -
-    srcc_b`` with its percentile interval and paired two-sided p (same reference resamples for both metrics).
+    srcc_b`` with its percentile interval (extended to hold the estimate) and paired two-sided p (same reference resamples for both metrics).
     ``group``: compact letters, metrics whose difference has ``p >= alpha`` share one.
     """
     names = list(source.preds)
@@ -211,7 +249,7 @@ def leaderboard(source: Source, n_resamples: int = 1000, seed: int = 0, level: f
     stats = {n: correlations(source.preds[n], source.label, False, False) for n in names}
     order = sorted(range(len(names)), key=lambda i: -stats[names[i]]["srcc"])
     metrics = {
-        names[i]: {"srcc": stats[names[i]]["srcc"], "srcc_ci": percentile_interval(samples[i], level),
+        names[i]: {"srcc": stats[names[i]]["srcc"], "srcc_ci": interval_with_estimate(samples[i], stats[names[i]]["srcc"], level),
                    "plcc": stats[names[i]]["plcc"], "krcc": stats[names[i]]["krcc"], "n": stats[names[i]]["n"]}
         for i in order
     }
@@ -220,7 +258,7 @@ def leaderboard(source: Source, n_resamples: int = 1000, seed: int = 0, level: f
         for j in order[u + 1:]:
             delta = stats[names[i]]["srcc"] - stats[names[j]]["srcc"]
             diff = samples[i] - samples[j]
-            pairs.append({"a": names[i], "b": names[j], "delta_srcc": delta, "ci": percentile_interval(diff, level),
+            pairs.append({"a": names[i], "b": names[j], "delta_srcc": delta, "ci": interval_with_estimate(diff, delta, level),
                           "p": paired_p_value(delta, diff)})
     significant = [(p["a"], p["b"]) for p in pairs if p["p"] < alpha]
     for name, letters in compact_letters(list(metrics), significant).items():
@@ -271,13 +309,13 @@ def format_leaderboard(board: dict, level: float = 0.95, title: str = "all pairs
         lines.append(f"| {rank} | {name} | {m['srcc']:.4f} [{lo:.4f}, {hi:.4f}] | {m['plcc']:.4f} | {m['krcc']:.4f} "
                      f"| {m['n']} | {m['group']} |")
     names = list(board["metrics"])
-    if len(names) > 1:
+    if len(names) > 1:  # columns by rank, so ten metrics still fit a screen
         cell = _pair_cells(board)
-        lines += ["", "ΔSRCC (row − column) / paired p", "", "| | " + " | ".join(names) + " |",
-                  "|---|" + "---|" * len(names)]
-        for a in names:
-            cells = ["–" if a == b else f"{cell[a, b][0]:+.4f} / {cell[a, b][1]:.3g}" for b in names]
-            lines.append(f"| {a} | " + " | ".join(cells) + " |")
+        lines += ["", "ΔSRCC (row − column, columns by rank) / paired p", "",
+                  "| | " + " | ".join(str(r) for r in range(1, len(names) + 1)) + " |", "|---|" + "---|" * len(names)]
+        for rank, a in enumerate(names, 1):
+            cells = ["–" if a == b else f"{cell[a, b][0]:+.3f} / {cell[a, b][1]:.2g}" for b in names]
+            lines.append(f"| {rank} {a} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -306,8 +344,14 @@ def plot_leaderboard(result: dict, path: str | Path, level: float = 0.95) -> Pat
 
     panels = [("all pairs", result)] + list(result.get("by_type", {}).items())
     k = len(result["metrics"])
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 0.45 * k + 1.5), squeeze=False, sharey=False)
-    for ax, (title, board) in zip(axes[0], panels):
+    cols = min(3, len(panels))  # panels wrap in rows of three; constrained layout keeps long labels inside
+    rows = math.ceil(len(panels) / cols)
+    width = 3.5 + 0.07 * max(len(n) for n in result["metrics"])
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, (0.4 * k + 1.2) * rows), squeeze=False,
+                             layout="constrained")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    for ax, (title, board) in zip(axes.flat, panels):
         names = list(board["metrics"])
         srcc = np.array([board["metrics"][n]["srcc"] for n in names])
         ci = np.array([board["metrics"][n]["srcc_ci"] for n in names])
@@ -317,7 +361,6 @@ def plot_leaderboard(result: dict, path: str | Path, level: float = 0.95) -> Pat
         ax.set_xlabel(f"SRCC ({round(level * 100)} % reference-bootstrap interval)")
         ax.set_title(title, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
     return atomic_savefig(path, fig)
 
 
@@ -330,4 +373,4 @@ def write_json(result: dict, path: str | Path) -> Path:
     payload = strip(result)
     if "by_type" in result:
         payload["by_type"] = {t: strip(b) for t, b in result["by_type"].items()}
-    return atomic_write_text(path, json.dumps(payload, indent=1))
+    return atomic_write_text(path, json.dumps(json_safe(payload), indent=1, allow_nan=False))
