@@ -1,7 +1,7 @@
 """The evaluation engine against the official-style loop on TID2013-sized images, and peak memory.
 
     python benchmarks/engine_vs_official.py                 # everything below, random-init dino_vitb16
-    python benchmarks/engine_vs_official.py --parts speed   # or: rss, huge
+    python benchmarks/engine_vs_official.py --parts speed   # or: rss, huge, baselines
 
 speed: 2 references x 8 distorted 512x384 images (TID2013 layout), the five paper heads, side by side in one run:
        the engine (``evaluate.py``) in fp32 and bf16 against the official-style loop (each distance in its own pass,
@@ -9,15 +9,19 @@ speed: 2 references x 8 distorted 512x384 images (TID2013 layout), the five pape
        the heads' share of the scoring time. ``--repeat`` rounds (default 3), each running the loop and the engine
        once, interleaved; every time is the best of the rounds (as ``timeit`` reports), each round's ratio is printed.
 rss:   peak RSS of ``evaluate.py`` on 768x512 (LIVE-sized) images at ``run.batch_size`` 16 and 64, one process each.
+baselines: the share of ``--baselines`` in an evaluation (the five heads alone, with the baselines, the baselines
+       alone), and each baseline batched as the engine calls it against one call per pair.
 huge:  peak RSS of ``create_metric("dino_vitb16", "wsd", pretrained=False)`` scoring one 8000x6000 pair (1200 windows
        per image; ``--huge-chunks N`` scores only the first N chunks: the memory is flat after the first).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +110,63 @@ def speed(args: argparse.Namespace, tmp: Path) -> None:
     print(f"  scoring profile (fp32, decoding excluded): {profile_summary([share for _, _, share in rounds])}")
 
 
+def evaluate_seconds(out: Path, overrides: list[str]) -> float:
+    """``evaluate.py`` with ``overrides`` in a fresh process: its scoring seconds (summary.json)."""
+    done = subprocess.run([sys.executable, "evaluate.py", f"run.out={out}", *overrides], cwd=REPO, capture_output=True,
+                          text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"evaluate.py {' '.join(overrides)} failed:\n{done.stderr[-2000:]}")
+    return float(json.loads(next(out.rglob("summary.json")).read_text())["seconds"])
+
+
+def baselines(args: argparse.Namespace, tmp: Path) -> None:
+    """The baselines' share of an evaluation, and each baseline batched (one call per reference group, as the engine
+    calls it) against one call per pair (a naive per-image loop)."""
+    from zsiqa.baselines import get_baseline
+    from zsiqa.images import read_image
+
+    root = tmp / "tid_baselines"
+    make_tid(root, 2, 8, (512, 384))
+    names = args.baselines.split(",")
+    accelerator = "gpu" if args.device == "cuda" else "cpu"
+    base = ["data=tid2013", f"data.root={root}", "data.strict=false", f"backbone={args.backbone}",
+            "backbone.pretrained=false", "run.batch_size=16", "run.num_workers=2", f"run.accelerator={accelerator}"]
+    runs = {"heads": [f"distance=[{PAPER_HEADS}]", "baselines=[]"],
+            "heads + baselines": [f"distance=[{PAPER_HEADS}]", f"baselines=[{','.join(names)}]"],
+            "baselines": ["distance=[]", f"baselines=[{','.join(names)}]"]}
+    best = {label: min(evaluate_seconds(tmp / f"b_{label.replace(' ', '')}_{r}", [*base, *extra])
+                       for r in range(args.repeat)) for label, extra in runs.items()}
+    n = len(read_dataset("tid2013", root, strict=False))
+    print(f"\nbaselines {','.join(names)} beside the five heads, {args.backbone}, {n} pairs 512x384, {args.device}, "
+          f"best of {args.repeat} (evaluate.py's scoring seconds):")
+    for label, seconds in best.items():
+        print(f"  {label:18s} {seconds:7.2f} s ({n / seconds:6.2f} pairs/s)")
+    print(f"  the baselines' share of the evaluation: {(best['heads + baselines'] - best['heads']) / best['heads + baselines']:.0%}")
+    items = read_dataset("tid2013", root, strict=False)[:8]  # one reference's group of 8
+    ref = read_image(items[0].ref, "ignore")[None].to(args.device)
+    dis = torch.stack([read_image(it.dis, "ignore") for it in items]).to(args.device)
+    print(f"  one group of {len(items)} pairs: batched (the engine) vs one call per pair (a per-image loop):")
+    for name in names:
+        b = get_baseline(name)
+        if b.module is not None:
+            b.module.to(args.device)
+        times = {}
+        for mode in ("batched", "loop"):
+            elapsed = []
+            for _ in range(args.repeat):
+                start = time.perf_counter()
+                if mode == "batched":
+                    b.fn(ref.expand(len(dis), -1, -1, -1), dis)
+                else:
+                    [b.fn(ref, dis[i : i + 1]) for i in range(len(dis))]
+                if args.device == "cuda":
+                    torch.cuda.synchronize()
+                elapsed.append(time.perf_counter() - start)
+            times[mode] = min(elapsed)
+        print(f"    {name:12s} batched {times['batched'] / len(dis) * 1000:8.1f} ms/pair, loop "
+              f"{times['loop'] / len(dis) * 1000:8.1f} ms/pair -> {times['loop'] / times['batched']:.2f}x")
+
+
 def rss(args: argparse.Namespace, tmp: Path) -> None:
     root = tmp / "live_sized"
     make_tid(root, 1, max(args.batch_sizes), (768, 512))
@@ -155,10 +216,13 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3, help="speed: interleaved rounds; the best of each is reported")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64])
     p.add_argument("--huge-chunks", type=int, default=0, help="score only this many chunks of the 8000x6000 pair")
+    p.add_argument("--baselines", default="psnr,ms_ssim,fsim,lpips,dists",
+                   help="baselines: the baselines timed (pyiqa's need the extra and their weights)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="baselines: where they run")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for part in args.parts.split(","):
-            {"speed": speed, "rss": rss, "huge": huge}[part](args, Path(tmp))
+            {"speed": speed, "rss": rss, "huge": huge, "baselines": baselines}[part](args, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`zsiqa` command line: score one pair, list what is registered, pre-fetch weights, compare metrics, gather a sweep.
+"""`zsiqa` command line: score one pair, draw its quality map, list what is registered, pre-fetch weights, fetch or
+check datasets, compare metrics, gather a sweep.
 
 Expected failures (bad image, unknown backbone, missing file, offline weights) print one line ``zsiqa: error: ...`` and
 exit 1 (2 for usage and configuration errors); ``--debug`` or ``ZSIQA_DEBUG=1`` shows their traceback.
@@ -8,14 +9,25 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import pyiqa_baselines
 from .backbones import backbone_doc, list_backbones
+from .baselines import BASELINES, get_baseline
 from .choices import Align, Exif, Preset
 from .distances import get_distance, list_distances
-from .errors import run_entry_point
+from .errors import ConfigError, run_entry_point
 from .factory import create_metric
 
 
 def _score(args: argparse.Namespace) -> int:
+    if args.baseline:
+        if args.backbone or args.distance or args.trained or args.weights or args.random_init or args.preset:
+            raise ConfigError("--baseline scores a full-image baseline: it takes no --backbone, --distance, "
+                              "--trained, --weights, --random-init or --preset")
+        metric = create_metric(baseline=args.baseline, device=args.device, align=args.align, exif=args.exif)
+        score = float(metric(args.ref, args.dis)[0])
+        direction = "lower = better" if metric.lower_better else "higher = better"
+        print(f"{score:.6f}" if args.quiet else f"{metric.name} ({metric.baseline.source}): {score:.6f}  ({direction})")
+        return 0
     backbone = args.backbone or (None if args.trained else "dino_vitb16")
     metric = create_metric(
         backbone, args.distance, pretrained=not args.random_init, weights=args.weights,
@@ -36,6 +48,12 @@ def _list(args: argparse.Namespace) -> int:
     for name in list_distances():
         head = get_distance(name)
         print(f"  {name:28s} {'lower' if head.lower_better else 'higher'} = better. {head.doc}")
+    print("baselines (full image):")
+    for name in BASELINES:
+        b = BASELINES.get(name)
+        print(f"  {name:28s} {'lower' if b.lower_better else 'higher'} = better. {b.doc}")
+    extra = "" if pyiqa_baselines.installed() else f" (install the extra: {pyiqa_baselines.EXTRA})"
+    print(f"  pyiqa's FR metrics{extra}: {', '.join(pyiqa_baselines.available())}")
     print(f"presets: {', '.join(Preset)}")
     return 0
 
@@ -61,8 +79,45 @@ def _map(args: argparse.Namespace) -> int:
 def _download(args: argparse.Namespace) -> int:
     from .backbones.weights import download
 
+    if not args.backbones and not args.baselines:
+        raise ConfigError("zsiqa download: name backbones (zsiqa download dino_vitb16) and/or --baselines lpips,dists")
     for name in args.backbones:
         print(f"{name}: {download(name)}")
+    for name in [b for b in (args.baselines or "").split(",") if b]:
+        import torch
+
+        baseline = get_baseline(name)  # builds it: its missing weight files are fetched into the caches
+        print(f"{name}: ready ({baseline.source}; weights cached under {torch.hub.get_dir()})")
+    return 0
+
+
+def _data_root(name: str, root: str | None) -> str:
+    """``--root``, else where ``evaluate.py data=NAME`` looks (``$ZSIQA_DATA/<folder>``, configs/data/NAME.yaml)."""
+    if root:
+        return root
+    from .config import compose_config
+    from .data import DATASETS
+
+    folder = compose_config("evaluate", [f"data={name}"]).data.root
+    if folder:
+        return folder
+    spec = DATASETS.get(name)
+    if spec.default_root is None:
+        raise ConfigError(f"data={name} has no default folder; give --root DIR")
+    return str(spec.default_root())  # the demo set, built in its cache folder
+
+
+def _data(args: argparse.Namespace) -> int:
+    from .data import DATASETS
+    from .data.fetch import check, fetch
+
+    if args.name not in DATASETS:
+        raise ConfigError(f"unknown dataset {args.name!r}; choose one of {', '.join(DATASETS)}")
+    root = _data_root(args.name, args.root)
+    if args.action == "check":
+        print(check(args.name, root))
+    else:
+        print(fetch(args.name, root, url=args.url, archive=args.archive, keep_archive=args.keep_archive))
     return 0
 
 
@@ -122,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--backbone", default=None, help="backbone name (see `zsiqa list`; default dino_vitb16)")
     score.add_argument("--distance", default=None, help="distance head (see `zsiqa list`; default l2)")
     score.add_argument("--preset", default=None, choices=[p.value for p in Preset], help="default paper")
+    score.add_argument("--baseline", default=None,
+                       help="a full-image baseline instead: psnr, ssim, ms_ssim, or pyiqa's (fsim, lpips, dists ...)")
     score.add_argument("--trained", default=None,
                        help="learned weights from train.py (<run>/trained.pt; it decides backbone/distance/preset)")
     score.add_argument("--weights", default=None, help="local checkpoint file instead of the hub weights")
@@ -152,9 +209,21 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="list backbones, distances and presets")
     lst.set_defaults(func=_list)
 
-    dl = sub.add_parser("download", help="pre-fetch backbone weights into the cache (for offline GPU nodes)")
-    dl.add_argument("backbones", nargs="+")
+    dl = sub.add_parser("download", help="pre-fetch backbone and baseline weights into the caches (for offline GPU nodes)")
+    dl.add_argument("backbones", nargs="*")
+    dl.add_argument("--baselines", default=None, metavar="NAME,NAME",
+                    help="pyiqa baselines whose weights to fetch, comma-separated (e.g. lpips,lpips-vgg,dists)")
     dl.set_defaults(func=_download)
+
+    data = sub.add_parser("data", help="datasets on demand: fetch (download, verify, unpack) or check a folder")
+    data.add_argument("action", choices=["fetch", "check"])
+    data.add_argument("name", help="live, tid2013, kadid10k, csiq, pipal (or demo)")
+    data.add_argument("--root", default=None,
+                      help="the dataset folder (default: where evaluate.py looks, $ZSIQA_DATA/<folder>)")
+    data.add_argument("--url", default=None, help="fetch: download from this URL instead (a mirror)")
+    data.add_argument("--archive", default=None, help="fetch: unpack this local archive instead of downloading")
+    data.add_argument("--keep-archive", action="store_true", help="fetch: keep the downloaded archive")
+    data.set_defaults(func=_data)
 
     # ---- zsiqa compare: leaderboard with reference-clustered intervals and paired significance (zsiqa.stats.compare)
     cmp = sub.add_parser("compare", help="compare metrics on the same pairs: leaderboard, intervals, paired tests",

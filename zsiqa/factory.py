@@ -6,6 +6,7 @@ import os
 import torch
 
 from .backbones import create_backbone
+from .baselines import BaselineMetric, get_baseline
 from .choices import Preset
 from .distances import get_distance
 from .errors import ConfigError
@@ -24,8 +25,9 @@ def create_metric(
     preset: str | None = None,
     trained: str | os.PathLike | None = None,
     as_loss: bool = False,
+    baseline: str | None = None,
     **options,
-) -> FRMetric | PerceptualLoss:
+) -> FRMetric | PerceptualLoss | BaselineMetric:
     """Build a metric: ``create_metric("dino_vitb16", "wsd")(ref, dis)``.
 
     distance: default "l2". pretrained / weights: see ``zsiqa.backbones.create_backbone``. preset: "paper" (default;
@@ -34,8 +36,14 @@ def create_metric(
     under preset paper, as the official code, apply under fixed). trained: learned weights from train.py
     (``trained.pt``, or a checkpoint of its run): its stored config decides backbone, distance, preset, normalize and stride; any of them given explicitly must agree
     with it. as_loss: return ``zsiqa.losses.PerceptualLoss`` around the metric (differentiable, ``loss(dis, ref)``).
+    baseline: a full-image baseline instead (``psnr``, ``ssim``, ``ms_ssim``, or any of pyiqa's FR metrics with the
+    ``baselines`` extra: ``create_metric(baseline="lpips")(ref, dis)``); options: align, exif.
     """
-    if trained is not None:
+    if baseline is not None:
+        if backbone is not None or distance is not None or trained is not None or as_loss:
+            raise ConfigError("create_metric(baseline=...) takes no backbone, distance, trained or as_loss")
+        metric = BaselineMetric(get_baseline(baseline), **options)
+    elif trained is not None:
         metric = create_trained_metric(trained, backbone, distance, preset, pretrained=pretrained, weights=weights, **options)
     else:
         if backbone is None:

@@ -198,7 +198,7 @@ def create_timm(backbone: str, model_name: str, pretrained: bool, weights: str |
         return timm.create_model(model_name, pretrained=False, **kwargs)
     source = TimmWeights(model_name)
     cfg = timm_pretrained_cfg(model_name)
-    with _cache_when_unreachable(None if cfg.get("hf_hub_id") else cfg["url"], _torch_hub_file(cfg.get("url"))) as why:
+    with cache_when_unreachable(None if cfg.get("hf_hub_id") else cfg["url"], _torch_hub_file(cfg.get("url"))) as why:
         try:
             return timm.create_model(model_name, pretrained=True, **kwargs)
         except OSError as e:  # huggingface_hub LocalEntryNotFoundError / OfflineModeIsEnabled, urllib URLError
@@ -255,7 +255,7 @@ def _fetch_open_clip(backbone: str, arch: str, tag: str) -> str:
     cfg = open_clip_pretrained_cfg(arch, tag)
     url = None if cfg.get("hf_hub") else cfg["url"]
     cached = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(urlparse(url).path)) if url else None
-    with _cache_when_unreachable(url, cached) as why:
+    with cache_when_unreachable(url, cached) as why:
         try:
             return open_clip.download_pretrained(cfg)
         except OSError as e:  # FileNotFoundError wrapping huggingface_hub errors, urllib URLError
@@ -266,7 +266,7 @@ def _fetch_url(backbone: str, source: UrlWeights) -> str:
     path = source.cached_file()
     if not os.path.isfile(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with _cache_when_unreachable(source.url, path) as why:
+        with cache_when_unreachable(source.url, path) as why:
             if why:  # torch hub's download has no timeout: not tried
                 raise _unavailable(backbone, source.location(), "torch hub", ConnectionError(why), why)
             try:
@@ -295,7 +295,7 @@ def unreachable(url: str, timeout: float = PROBE_TIMEOUT) -> str | None:
 
 
 @contextmanager
-def _cache_when_unreachable(url: str | None, cached_file: str | None) -> Iterator[str | None]:
+def cache_when_unreachable(url: str | None, cached_file: str | None) -> Iterator[str | None]:
     """Load weights from the caches only, at once, when their host cannot be reached, instead of the libraries'
     minute of retries. ``url``: a plain download (None: the Hugging Face Hub, which then runs in offline mode inside
     the block). Yields why downloading is impossible (None when it may be tried)."""

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from ..backbones import list_backbones
-from ..baselines import BASELINES
+from ..baselines import check_baseline
 from ..data import DATASETS
 from ..distances import get_distance, list_distances
 from ..errors import ConfigError, MissingFileError
@@ -88,9 +88,7 @@ def check(cfg: EvaluateConfig | TrainConfig) -> None:
                               f"available: {', '.join(list_distances())}")
     if isinstance(cfg, EvaluateConfig):
         for b in cfg.baselines:
-            if b not in BASELINES:
-                raise ConfigError(f"baselines: unknown baseline {b!r}{did_you_mean(b, BASELINES)}; "
-                                  f"available: {', '.join(BASELINES)}")
+            check_baseline(b)
         if cfg.trained is not None and not Path(cfg.trained).expanduser().is_file():
             raise MissingFileError(f"trained={cfg.trained}: no such file (train.py writes <run folder>/trained.pt)")
     else:

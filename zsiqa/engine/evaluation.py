@@ -107,9 +107,10 @@ def evaluate(cfg: EvaluateConfig) -> dict | None:
         print(f"{run_dir}: already complete ({finished['n_items']} pairs; run.resume=false scores it again)")
         return {**finished, "pairs_scored_now": 0}
     label = cfg.transform.label
+    baselines = [get_baseline(b) for b in cfg.baselines]  # first: missing weights fail before anything heavy
     trainer = build_trainer(cfg.trainer, [ScoreRowsWriter(run_dir, label), PairProgress()])
     metrics = build_metrics(cfg, trainer.strategy.root_device)  # on the final device: the precision depends on it
-    module = ScoringModule(metrics, [get_baseline(b) for b in cfg.baselines], ref_cache=cfg.run.ref_cache,
+    module = ScoringModule(metrics, baselines, ref_cache=cfg.run.ref_cache,
                            align=align_policy(cfg), on_bad_image=cfg.data.on_bad_image)
     datamodule = build_datamodule(cfg.data, cfg, skip=done, windows_of=image_windows(next(iter(metrics.values()), None)))
     datamodule.setup("predict")
@@ -130,6 +131,7 @@ def evaluate(cfg: EvaluateConfig) -> dict | None:
         "pairs_per_second": round(todo / elapsed, 3) if todo and elapsed > 0 else None,
         "reference_feature_computations_rank0": module.ref_feature_computations,
         "world_size": trainer.world_size, "run_dir": str(run_dir),
+        "baseline_sources": {b.name: b.source for b in baselines},
     })
 
 

@@ -44,6 +44,8 @@ class ScoringModule(L.LightningModule):
             raise ValueError("terms are computed for exactly one metric and no baselines")
         self.metrics = torch.nn.ModuleDict(metrics)
         self.baselines = list(baselines)
+        # baselines with weights (pyiqa's) move with the module to the run's device
+        self.baseline_modules = torch.nn.ModuleDict({b.name: b.module for b in baselines if b.module is not None})
         self.output, self.channels = output, channels
         self.ref_cache_size = ref_cache
         self.align = Align.of(align, "align").value
