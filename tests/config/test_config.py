@@ -80,7 +80,8 @@ def test_experiments_merge_deeply_and_sweep_with_multirun(tmp_path, monkeypatch)
     assert cfg.logger["project"] == "zsiqa" and cfg.logger["group"] == "train_kadid_sweep"
     assert cfg.data.name == "kadid10k" and [t.name for t in cfg.test] == ["tid2013", "live", "csiq", "pipal"]
     table3 = compose_config("evaluate", ["experiment=paper_table3"])
-    assert table3.data.name == "pipal" and list(table3.baselines) == ["psnr", "ms_ssim"]
+    assert table3.data.name == "pipal" and list(table3.baselines) == ["psnr", "ms_ssim", "fsim", "dists", "lpips",
+                                                                     "lpips-vgg", "stlpips", "stlpips-vgg"]
     check_command_line("evaluate", ["-m", "experiment=paper_table3"])  # all 20 cells compose and validate
     check_command_line("evaluate", ["-m", "experiment=geometric_suite"])
     with pytest.raises(ConfigError, match="experiment=paper_table3 is a sweep over backbone, transform: add -m"):

@@ -17,6 +17,7 @@ import lzma
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 import zipfile
@@ -164,6 +165,8 @@ def _download(title: str, url: str, folder: Path, manual: str) -> Path:
     if why:
         raise FetchError(f"{title}: cannot download {url}: {why}. Manual steps: {manual}")
     folder.mkdir(parents=True, exist_ok=True)
+    pooch.get_logger().setLevel("WARNING")  # its INFO lines repeat the URL and suggest a hash: the lock file has it
+    print(f"{title}: downloading {url} into {folder}", file=sys.stderr)
     name = Path(url.split("?")[0]).name or "archive"
     try:
         path = pooch.retrieve(url, known_hash=None, fname=name, path=folder, progressbar=False)
