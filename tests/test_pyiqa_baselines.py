@@ -63,6 +63,8 @@ def test_weight_free_metrics_equal_pyiqa_at_batch_1_and_16(tmp_path, demo_root):
         expected = direct(name, rows1)
         for rows in (rows1, rows16):
             assert [float(r[name]) for r in rows] == pytest.approx(expected, rel=1e-5, abs=1e-7), name
+        batched = get_baseline(name).fn(*(torch.stack([read_image(r[k], "ignore") for r in rows1]) for k in ("ref", "dis")))
+        assert batched.tolist() == pytest.approx(expected, rel=1e-5, abs=1e-7), name  # all pairs in one call (GPUs)
         m = one["metrics"][name]
         assert m["lower_better"] == bool(pyiqa.create_metric(name, device=torch.device("cpu")).lower_better)
         assert m["n_scored"] == 6 and "srcc" in m
