@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -193,6 +194,8 @@ def test_evaluate_py_without_arguments(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "evaluate.py")], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    said = [line for line in re.split(r"[\r\n]", proc.stderr) if line.strip() and not line.startswith("scoring:")]
+    assert said == ["device: cpu"]  # a new user sees the device line and the progress bar, no warning
     (run_dir,) = (tmp_path / "runs" / "demo" / "none").glob("efficientnet_lite0_paper_*")
     summary = json.loads((run_dir / "summary.json").read_text())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo", "runs"]  # no outputs/ or .hydra/ litter
