@@ -110,7 +110,6 @@ def fetch(name: str, root: str | os.PathLike, url: str | None = None, archive: s
     source = SOURCES.get(name, Source(name, None, f"no public download is known for {spec.title}"))
     url = url or source.url
     parent = root.parent
-    parent.mkdir(parents=True, exist_ok=True)
     lock = Lockfile(parent / LOCK_FILE)
     if archive is not None:
         archive = Path(archive).expanduser()
@@ -121,6 +120,7 @@ def fetch(name: str, root: str | os.PathLike, url: str | None = None, archive: s
         raise FetchError(f"{spec.title} has no public download. Manual steps: {source.manual}")
     else:
         archive, origin = _download(spec.title, url, parent / DOWNLOADS, source.manual), url
+    parent.mkdir(parents=True, exist_ok=True)  # only now: an offline or manual-only fetch leaves no empty folder
     digest = sha256(archive)
     recorded = lock.get(name)
     if recorded is not None and recorded["sha256"] != digest:
