@@ -83,9 +83,9 @@ def _download(args: argparse.Namespace) -> int:
         raise ConfigError("zsiqa download: name backbones (zsiqa download dino_vitb16) and/or --baselines lpips,dists")
     for name in args.backbones:
         print(f"{name}: {download(name)}")
-    for name in [b for b in (args.baselines or "").split(",") if b]:
-        import torch
+    import torch
 
+    for name in [b for b in (args.baselines or "").split(",") if b]:
         baseline = get_baseline(name)  # builds it: its missing weight files are fetched into the caches
         print(f"{name}: ready ({baseline.source}; weights cached under {torch.hub.get_dir()})")
     return 0

@@ -38,6 +38,12 @@ def first_and_count(names: Iterable, noun: str = "file") -> str:
     return names[0] + (f" (and {others} other {noun}{'s' if others > 1 else ''})" if others else "") if names else ""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (long library errors quoted in one-line messages)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
 class ZsiqaError(Exception):
     """An expected failure with a message meant for the user; ``exit_code`` is what the entry point returns."""
 

@@ -3,6 +3,7 @@ fails for lack of space is a ``DiskFullError`` naming the file, not a traceback.
 reads a torch file back: tensors only (no code runs), and a truncated or hostile file is one line naming it."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import pickle
@@ -137,3 +138,9 @@ def json_safe(value):
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value
+
+
+def atomic_write_json(path: str | os.PathLike, value, indent: int = 1) -> Path:
+    """``value`` as strict JSON (``json_safe``: NaN and infinities as null), written atomically; other objects as
+    their ``str``."""
+    return atomic_write_text(path, json.dumps(json_safe(value), indent=indent, default=str, allow_nan=False))

@@ -24,7 +24,7 @@ from functools import lru_cache
 import torch
 
 from .backbones.weights import cache_when_unreachable, unreachable
-from .errors import ConfigError, WeightsUnavailableError
+from .errors import ConfigError, WeightsUnavailableError, first_line
 
 PREFIX = "pyiqa:"
 OWN = ("psnr", "ssim", "ms_ssim")  # zsiqa's own baselines keep these names; pyiqa's are pyiqa:<name>
@@ -91,19 +91,18 @@ def build(name: str) -> torch.nn.Module:
     if metric is None:
         raise ConfigError(f"baseline {name!r} is not one of pyiqa's FR metrics: {', '.join(available())}")
     import pyiqa
-    from huggingface_hub import constants
 
-    with _guarded_downloads(name), cache_when_unreachable(None, None):  # the HF hub too, for metrics that use it
+    # the HF hub too, for metrics that download through it: offline at once when it cannot be reached
+    with _guarded_downloads(name), cache_when_unreachable(None, None) as why:
         try:
             with redirect_stdout(io.StringIO()):  # pyiqa prints "Loading pretrained model ..." per weight file
                 model = pyiqa.create_metric(metric, as_loss=False, device=torch.device("cpu"))
         except OSError as e:  # a download that does not go through torch hub (urllib, huggingface_hub) failed
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            offline = " (HF_HUB_OFFLINE=1 is set)" if constants.HF_HUB_OFFLINE else ""
+            because = f"; {why}" if why else ""
             raise WeightsUnavailableError(
-                f"baseline {name!r}: pyiqa could not load its weights{offline} ({type(e).__name__}: {first}). Fix: "
-                f"run `zsiqa download --baselines {name}` once on a machine with network (it fills $TORCH_HOME/hub "
-                f"and the Hugging Face cache), then copy those folders here") from e
+                f"baseline {name!r}: pyiqa could not load its weights ({type(e).__name__}: {first_line(e)}){because}. "
+                f"Fix: run `zsiqa download --baselines {name}` once on a machine with network (it fills "
+                f"$TORCH_HOME/hub and the Hugging Face cache), then copy those folders here") from e
     model.eval().requires_grad_(False)
     return model
 

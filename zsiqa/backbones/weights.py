@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from ..errors import ConfigError, MissingFileError, WeightsUnavailableError
+from ..errors import ConfigError, MissingFileError, WeightsUnavailableError, first_line
 from ..files import is_refused_pickle, refused_pickle
 from .registry import BACKBONES
 
@@ -342,8 +342,7 @@ def _check_file(backbone: str, weights: str) -> None:
 
 def _unavailable(backbone: str, location: str, library: str, cause: Exception,
                  why: str | None) -> WeightsUnavailableError:
-    first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-    because = why or f"downloading them failed ({type(cause).__name__}: {first_line})"
+    because = why or f"downloading them failed ({type(cause).__name__}: {first_line(cause)})"
     hub_hint = "Hugging Face Hub" in location and not (why and why.startswith("HF_HUB_OFFLINE"))
     offline = " On a machine without network, set HF_HUB_OFFLINE=1 so that only the caches are read." if hub_hint else ""
     return WeightsUnavailableError(

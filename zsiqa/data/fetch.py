@@ -29,7 +29,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..errors import DataError, MissingFileError, ZsiqaError, first_and_count
+from ..errors import DataError, MissingFileError, ZsiqaError, first_and_count, first_line
 from ..files import atomic_write_text
 from . import DATASETS, read_dataset
 
@@ -121,17 +121,17 @@ def fetch(name: str, root: str | os.PathLike, url: str | None = None, archive: s
     else:
         archive, origin = _download(spec.title, url, parent / DOWNLOADS, source.manual), url
     parent.mkdir(parents=True, exist_ok=True)  # only now: an offline or manual-only fetch leaves no empty folder
+    downloaded = archive.parent == parent / DOWNLOADS  # a download of ours, not the user's own file
     digest = sha256(archive)
     recorded = lock.get(name)
     if recorded is not None and recorded["sha256"] != digest:
-        if archive.parent == parent / DOWNLOADS:  # a download of ours, not the user's own file
+        if downloaded:
             archive.unlink()
         raise FetchError(
             f"{archive}: sha256 {digest} differs from {recorded['sha256']} recorded for {name} in {lock.path} "
             f"(from {recorded['origin']}); the archive is corrupt or the source changed, so it was refused"
-            + (" and deleted. Run the same command again to download it anew" if not archive.exists() else "")
+            + (" and deleted. Run the same command again to download it anew" if downloaded else "")
             + f"; if the new archive is the right one, remove the {name!r} entry from {lock.path}")
-    downloaded = archive.parent == parent / DOWNLOADS
     try:
         _unpack_verified(name, archive, root)
     except FetchError:
@@ -171,14 +171,9 @@ def _download(title: str, url: str, folder: Path, manual: str) -> Path:
     try:
         path = pooch.retrieve(url, known_hash=None, fname=name, path=folder, progressbar=False)
     except (requests.RequestException, OSError) as e:
-        raise FetchError(f"{title}: downloading {url} failed ({type(e).__name__}: {_first_line(e)}); nothing was "
+        raise FetchError(f"{title}: downloading {url} failed ({type(e).__name__}: {first_line(e)}); nothing was "
                          f"kept, run the same command again. Manual steps: {manual}") from e
     return Path(path)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else ""
 
 
 def _unpack_verified(name: str, archive: Path, root: Path) -> None:
@@ -190,7 +185,7 @@ def _unpack_verified(name: str, archive: Path, root: Path) -> None:
         try:
             unpack(archive, work)
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as e:
-            raise FetchError(f"{archive} cannot be unpacked ({type(e).__name__}: {_first_line(e)}): the archive is "
+            raise FetchError(f"{archive} cannot be unpacked ({type(e).__name__}: {first_line(e)}): the archive is "
                              "corrupt or truncated; download it again") from e
         found = _dataset_folder(work)
         try:

@@ -31,7 +31,7 @@ from ..config import DataConfig, TrainConfig, plain
 from ..data import DATASETS, PairItem, data_root
 from ..data.term_data import TermDataModule, TermTable
 from ..errors import CorruptFileError, writing
-from ..files import atomic_write_text, json_safe, load_tensors, move_aside
+from ..files import atomic_write_json, atomic_write_text, load_tensors, move_aside
 from ..learned_weights import (
     TermWeights,
     backbone_fingerprint,
@@ -183,7 +183,7 @@ def train(cfg: TrainConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict 
     fit = _fit(cfg, run_dir, metric, fingerprint, terms, extra_callbacks)
     summary = _report(cfg, run_dir, metric, fit, tests)
     summary.update(terms=source.log, seconds=round(time.perf_counter() - start, 3))
-    atomic_write_text(run_dir / "summary.json", json.dumps(json_safe(summary), indent=1, default=str, allow_nan=False))
+    atomic_write_json(run_dir / "summary.json", summary)
     return summary
 
 

@@ -1,16 +1,15 @@
 """Correlations per metric column of a run, written as summary.json, a Markdown table and a scatter plot."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_savefig, atomic_write_text, json_safe
+from ..files import atomic_savefig, atomic_write_json
 from ..stats import correlation_intervals, correlations, fit_logistic, logistic4
 from ..stats.bootstrap import type_correlations
-from .markdown import markdown_table
+from .markdown import fmt, markdown_table, with_interval
 
 TABLE_KEYS = ("plcc", "srcc", "krcc", "plcc_fit", "rmse_fit")
 CI_KEYS = ("plcc", "srcc", "krcc", "plcc_fit")  # each gets ``<key>_ci`` = [lo, hi]
@@ -67,28 +66,11 @@ def _score(text: str) -> float:
     return float(text) if text else float("nan")
 
 
-def _missing(v) -> bool:
-    """An undefined value: None (summary.json) or NaN (in memory)."""
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
-def _fmt(v) -> str:
-    return "–" if _missing(v) else f"{v:.4f}"
-
-
-def _cell(s: dict, key: str) -> str:
-    """The value, with its interval as ``value [lo, hi]`` when the summary has one."""
-    ci = s.get(f"{key}_ci")
-    if ci is None or any(_missing(v) for v in ci) or _missing(s.get(key)):
-        return _fmt(s.get(key))
-    return f"{_fmt(s[key])} [{ci[0]:.3f}, {ci[1]:.3f}]"
-
-
 def summary_table(summary: dict, title: str) -> str:
     """The correlations of every metric column under a ``### title``; bracketed: the reference-bootstrap interval
     (see ``ci_method`` in summary.json)."""
     header = ["metric", *(k.upper() for k in TABLE_KEYS), "n", "failed"]
-    rows = [[name, *(_cell(s, k) for k in TABLE_KEYS), s["n_scored"], s["n_failed"]] for name, s in summary.items()]
+    rows = [[name, *(with_interval(s, k) for k in TABLE_KEYS), s["n_scored"], s["n_failed"]] for name, s in summary.items()]
     shown = [s for s in summary.values() if "ci_method" in s and "ci_error" not in s]
     note = f"\n[lo, hi]: {', '.join(sorted({s['ci_method'] for s in shown}))}.\n" if shown else ""
     for reason in sorted({s["ci_error"] for s in summary.values() if "ci_error" in s}):
@@ -105,7 +87,7 @@ def _type_tables(summary: dict) -> str:
         return ""
     out = ""
     for key in ("srcc", "plcc", "krcc"):
-        rows = [[t, *(_cell(s["by_type"][t], key) if t in s.get("by_type", {}) else "–" for s in summary.values())]
+        rows = [[t, *(with_interval(s["by_type"][t], key) if t in s.get("by_type", {}) else "–" for s in summary.values())]
                 for t in types]
         out += f"\n#### {key.upper()} by distortion type\n\n" + markdown_table(["type", *summary], rows)
     why: dict[str, dict[str, None]] = {}  # reason -> the types it concerns, in order
@@ -147,7 +129,7 @@ def scatter_plot(rows: list[dict], summary: dict, label_name: str, path: Path) -
             xs = np.linspace(pred[ok].min(), pred[ok].max(), 200)
             ax.plot(xs, logistic4(xs, *params), color="black", lw=1.2)
         s = summary[name]
-        ax.set_title(f"{name}: SRCC {_fmt(s['srcc'])}, PLCC {_fmt(s['plcc'])}", fontsize=9)
+        ax.set_title(f"{name}: SRCC {fmt(s['srcc'])}, PLCC {fmt(s['plcc'])}", fontsize=9)
         ax.set_xlabel(f"score ({'lower' if s['lower_better'] else 'higher'} = better)")
         ax.set_ylabel(label_name)
     for ax in list(axes.flat)[len(names):]:
@@ -160,8 +142,7 @@ def scatter_plot(rows: list[dict], summary: dict, label_name: str, path: Path) -
 
 
 def write_summary(run_dir: Path, summary: dict, config: dict, extra: dict) -> None:
-    payload = json_safe({"config": config, **extra, "metrics": summary})
-    atomic_write_text(Path(run_dir) / "summary.json", json.dumps(payload, indent=2, default=str, allow_nan=False))
+    atomic_write_json(Path(run_dir) / "summary.json", {"config": config, **extra, "metrics": summary}, indent=2)
 
 
 def hardest_pairs(rows: list[dict], metric: str, lower_better: bool, label_lower_better: bool, n: int = 6) -> list[dict]:

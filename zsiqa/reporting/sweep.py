@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from ..config import EvaluateConfig, saved_config
 from ..errors import MissingFileError
 from ..files import atomic_write_text
+from .markdown import fmt, with_interval
 
 CELL_FILE = "cell.json"
 
@@ -95,24 +96,13 @@ def grid_rows(summaries: list[dict]) -> tuple[list[str], dict[str, dict[str, dic
     return cols, table
 
 
-def _value(v: float | None) -> str:
-    return "–" if v is None or v != v else f"{v:.3f}"  # None in summary.json, NaN in memory: undefined
-
-
-def _with_ci(m: dict, key: str) -> str:
-    ci = m.get(f"{key}_ci")
-    if ci is None or any(v is None or v != v for v in ci) or m.get(key) is None or m[key] != m[key]:
-        return _value(m.get(key))
-    return f"{m[key]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
-
-
 def grid_markdown(summaries: list[dict]) -> str:
     """Paper-style table: one row per (backbone, metric), one column pair (PLCC, SRCC) per dataset x transform, each
     value with its reference-bootstrap interval; then SRCC per distortion type, one table per dataset x transform."""
     cols, table = grid_rows(summaries)
     lines = ["| metric | " + " | ".join(f"{c} PLCC | {c} SRCC" for c in cols) + " |", "|---|" + "---|---|" * len(cols)]
     for row, vals in table.items():
-        cells = [f"{_with_ci(vals[c], 'plcc')} | {_with_ci(vals[c], 'srcc')}" if c in vals else "– | –" for c in cols]
+        cells = [f"{with_interval(vals[c], 'plcc', 3)} | {with_interval(vals[c], 'srcc', 3)}" if c in vals else "– | –" for c in cols]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     for c in cols:
         types = list(dict.fromkeys(t for vals in table.values() for t in vals.get(c, {}).get("by_type", {})))
@@ -122,7 +112,7 @@ def grid_markdown(summaries: list[dict]) -> str:
                   "| metric | " + " | ".join(types) + " |", "|---|" + "---|" * len(types)]
         for row, vals in table.items():
             by_type = vals.get(c, {}).get("by_type", {})
-            lines.append(f"| {row} | " + " | ".join(_value(by_type.get(t, {}).get("srcc")) for t in types) + " |")
+            lines.append(f"| {row} | " + " | ".join(fmt(by_type.get(t, {}).get("srcc"), 3) for t in types) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -10,7 +10,7 @@ import torch
 
 from ..data import PairItem
 from ..files import atomic_savefig, atomic_write
-from .markdown import markdown_table
+from .markdown import markdown_table, with_interval
 
 
 def write_score_rows(items: Sequence[PairItem], positions: torch.Tensor, labels: torch.Tensor, zero_shot: torch.Tensor,
@@ -48,14 +48,6 @@ def weights_plot(weights: list[float], share: list[float], title: str, path: Pat
     return atomic_savefig(path, fig)
 
 
-def _with_ci(r: dict, key: str) -> str:
-    """``value [lo, hi]``, the value alone where there is no interval, ``–`` where there is no value."""
-    v, ci = r.get(key), r.get(f"{key}_ci")
-    if v is None or v != v:
-        return "–"
-    return f"{v:.4f}" if ci is None or None in ci or ci[0] != ci[0] else f"{v:.4f} [{ci[0]:.3f}, {ci[1]:.3f}]"
-
-
 def cross_dataset_table(test: dict) -> str:
     """One row per test dataset: n, zero-shot and trained SRCC / PLCC with their reference-bootstrap intervals (in-domain
     sets flagged); then SRCC per distortion type, zero-shot and trained, for each dataset."""
@@ -63,7 +55,7 @@ def cross_dataset_table(test: dict) -> str:
     for name, r in test.items():
         note = " (in-domain: includes the training pairs)" if r["in_domain"] else ""
         z, t = r["zero_shot"], r["trained"]
-        rows.append([f"{name}{note}", t["n"], *(_with_ci(x, k) for x in (z, t) for k in ("srcc", "plcc"))])
+        rows.append([f"{name}{note}", t["n"], *(with_interval(x, k) for x in (z, t) for k in ("srcc", "plcc"))])
         if t.get("ci_error"):
             notes.append(f"No intervals for {name}: {t['ci_error']}.")
     header = ["dataset", "n", "zero-shot SRCC", "zero-shot PLCC", "trained SRCC", "trained PLCC"]
@@ -76,8 +68,8 @@ def cross_dataset_table(test: dict) -> str:
         types = r["trained"].get("by_type", {})
         if len(types) < 2:
             continue
-        type_rows = [[t, r["trained"]["by_type"][t]["n"], _with_ci(r["zero_shot"]["by_type"][t], "srcc"),
-                      _with_ci(r["trained"]["by_type"][t], "srcc")] for t in types]
+        type_rows = [[t, r["trained"]["by_type"][t]["n"], with_interval(r["zero_shot"]["by_type"][t], "srcc"),
+                      with_interval(r["trained"]["by_type"][t], "srcc")] for t in types]
         out += f"\n#### {name}: SRCC by distortion type\n\n" + markdown_table(
             ["type", "n", "zero-shot SRCC", "trained SRCC"], type_rows)
     return out

@@ -18,7 +18,7 @@ from pathlib import Path, PurePath
 import numpy as np
 
 from ..errors import InputError, MissingFileError
-from ..files import atomic_savefig, atomic_write, atomic_write_text, json_safe
+from ..files import atomic_savefig, atomic_write, atomic_write_json
 from .bootstrap import ReferenceBootstrap, interval_with_estimate, paired_p_value
 from .correlations import correlations
 
@@ -373,4 +373,4 @@ def write_json(result: dict, path: str | Path) -> Path:
     payload = strip(result)
     if "by_type" in result:
         payload["by_type"] = {t: strip(b) for t, b in result["by_type"].items()}
-    return atomic_write_text(path, json.dumps(json_safe(payload), indent=1, allow_nan=False))
+    return atomic_write_json(path, payload)
